@@ -1,0 +1,228 @@
+"""Training flow: ingest -> clean -> features -> XGBoost -> MLflow -> promotion gate -> report.
+
+Run locally (an ephemeral Prefect API is started when PREFECT_API_URL is unset):
+
+    python -m flows.training --train-month 2023-01 --val-month 2023-02 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from pydantic import BaseModel
+
+from flows.ingest import IngestedMonth, ingest_flow
+from nyctaxi import cleaning, tracking
+from nyctaxi.config import PipelineSettings
+from nyctaxi.months import parse_month
+from nyctaxi.registry import decide_promotion
+from nyctaxi.report import MonthSummary, RunReport, render_markdown, table_rows
+from nyctaxi.schedule import default_months
+from nyctaxi.training import HyperParams, fit_and_evaluate
+
+PROMOTED_EVENT = "nyctaxi.model.promoted"
+
+
+class TrainingResult(BaseModel):
+    run_id: str
+    model_name: str
+    model_version: str
+    alias: str
+    reason: str
+    val_rmse: float
+    val_mae: float
+    champion_rmse: float | None
+    train_rows: int
+    val_rows: int
+    train_seconds: float
+    train_month: str
+    val_month: str
+
+
+def _prepare_cache_key(context: object, parameters: dict[str, object]) -> str:
+    # Keyed on the file's content and the cleaning rules' version, never on a DataFrame's hash.
+    ingested = parameters["ingested"]
+    assert isinstance(ingested, IngestedMonth)
+    return f"prepare-{ingested.month}-{ingested.sha256}-{cleaning.RULES_VERSION}"
+
+
+@task(cache_key_fn=_prepare_cache_key, persist_result=True)
+def prepare_month(ingested: IngestedMonth, role: str) -> tuple[object, MonthSummary]:
+    """Read, normalise and clean one month; the dropped-rows counts go to the log and the report."""
+    raw = cleaning.read_month(Path(ingested.path))
+    clean, dropped = cleaning.clean_trips(raw, parse_month(ingested.month))
+    get_run_logger().info(
+        "%s (%s): kept %d of %d rows; dropped %s",
+        ingested.month,
+        role,
+        len(clean),
+        len(raw),
+        dict(dropped),
+    )
+    summary = MonthSummary(ingested.month, role, ingested.sha256, len(raw), len(clean), dropped)
+    return clean, summary
+
+
+@task(cache_policy=NO_CACHE)
+def train_model(train: object, val: object, hyperparams: HyperParams) -> tuple[object, dict]:
+    booster, metrics = fit_and_evaluate(train, val, hyperparams)
+    get_run_logger().info(
+        "validation RMSE %.4f, MAE %.4f, fit+evaluate %.2fs",
+        metrics["val_rmse"],
+        metrics["val_mae"],
+        metrics["train_seconds"],
+    )
+    return booster, metrics
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def champion_on(model_name: str, val: object) -> tuple[str, float] | None:
+    """The current champion's version and RMSE on *these* validation rows (None if none)."""
+    return tracking.score_champion(model_name, val)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def log_and_register(
+    settings: PipelineSettings,
+    booster: object,
+    metrics: dict,
+    months: list[MonthSummary],
+    hyperparams: HyperParams,
+    val: object,
+) -> tuple[str, str]:
+    return tracking.log_run(settings, booster, metrics, months, hyperparams, val)
+
+
+@task(cache_policy=NO_CACHE)
+def publish_report(report: RunReport) -> None:
+    key = f"training-report-{report.model_name}".lower()
+    create_markdown_artifact(
+        markdown=render_markdown(report),
+        key=key,
+        description=f"{report.model_name} v{report.model_version}",
+    )
+    create_table_artifact(
+        table=table_rows(report), key=f"{key}-table", description="rows and scores per month"
+    )
+
+
+@flow(name="training")
+def training_flow(
+    train_month: str | None = None,
+    val_month: str | None = None,
+    data_source: Literal["local", "s3"] = "local",
+    model_name: str | None = None,
+    hyperparams: HyperParams | None = None,
+) -> TrainingResult:
+    """Train on one month, validate on another, register, and promote only a better model.
+
+    Months left empty (a scheduled run) default to the newest published month for validation
+    and the month before it for training.
+    """
+    if train_month is None or val_month is None:
+        default_train, default_val = default_months(date.today())
+        train_month, val_month = train_month or default_train, val_month or default_val
+    settings = PipelineSettings()
+    if model_name:
+        settings = settings.model_copy(update={"model_name": model_name})
+    hyperparams = hyperparams or HyperParams()
+    parse_month(train_month), parse_month(val_month)  # fail fast on a malformed month
+    tracking.configure(settings)
+
+    ingested = ingest_flow([train_month, val_month], require_bucket=data_source == "s3")
+    train, train_summary = prepare_month(ingested[0], "train")
+    val, val_summary = prepare_month(ingested[1], "validation")
+    booster, metrics = train_model(train, val, hyperparams)
+
+    champion = champion_on(settings.model_name, val)
+    run_id, version = log_and_register(
+        settings, booster, metrics, [train_summary, val_summary], hyperparams, val
+    )
+    decision = decide_promotion(
+        metrics["val_rmse"],
+        val_month=val_month,
+        champion_version=champion[0] if champion else None,
+        champion_rmse=champion[1] if champion else None,
+    )
+    tracking.promote(settings.model_name, version, decision, metrics["val_rmse"], val_month)
+    if decision.promoted:
+        emit_event(
+            event=PROMOTED_EVENT,
+            resource={"prefect.resource.id": f"nyctaxi.model.{settings.model_name}"},
+            payload={
+                "version": version,
+                "val_rmse": metrics["val_rmse"],
+                "reason": decision.reason,
+            },
+        )
+    report = RunReport(
+        settings.model_name,
+        version,
+        decision.alias,
+        decision.reason,
+        metrics["val_rmse"],
+        metrics["val_mae"],
+        decision.champion_version,
+        decision.champion_rmse,
+        metrics["train_seconds"],
+        (train_summary, val_summary),
+        tracking.run_url(settings, run_id),
+    )
+    publish_report(report)
+    return TrainingResult(
+        run_id=run_id,
+        model_name=settings.model_name,
+        model_version=version,
+        alias=decision.alias,
+        reason=decision.reason,
+        val_rmse=metrics["val_rmse"],
+        val_mae=metrics["val_mae"],
+        champion_rmse=decision.champion_rmse,
+        train_rows=train_summary.rows_kept,
+        val_rows=val_summary.rows_kept,
+        train_seconds=metrics["train_seconds"],
+        train_month=train_month,
+        val_month=val_month,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Train, track and register the trip-duration model."
+    )
+    parser.add_argument("--train-month", required=True, help="YYYY-MM")
+    parser.add_argument("--val-month", required=True, help="YYYY-MM")
+    parser.add_argument("--data-source", choices=["local", "s3"], default="local")
+    parser.add_argument("--model-name", default=None)
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    started = time.perf_counter()
+    result = training_flow(
+        train_month=args.train_month,
+        val_month=args.val_month,
+        data_source=args.data_source,
+        model_name=args.model_name,
+    )
+    summary = {**result.model_dump(), "seconds": round(time.perf_counter() - started, 3)}
+    if args.json:
+        print(json.dumps(summary))  # noqa: T201 - the CLI's own output
+    else:
+        for key, value in summary.items():
+            print(f"{key:>14}: {value}")  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""MLflow side of a training run: experiment set-up, logging, registration, champion scoring.
+
+Kept out of the flows so they stay orchestration only; exercised by the integration tests
+against a real MLflow server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import xgboost as xgb
+from mlflow.tracking import MlflowClient
+
+from nyctaxi import evaluation
+from nyctaxi.cleaning import TARGET
+from nyctaxi.config import PipelineSettings
+from nyctaxi.model import log_model
+from nyctaxi.registry import CHAMPION, PromotionDecision, apply_decision, version_with_alias
+from nyctaxi.report import MonthSummary
+from nyctaxi.training import HyperParams
+
+logger = logging.getLogger(__name__)
+
+INPUT_COLUMNS = ["PULocationID", "DOLocationID", "trip_distance", "lpep_pickup_datetime"]
+
+
+def configure(settings: PipelineSettings) -> str:
+    """Point MLflow at the configured store and select the experiment; returns its id."""
+    mlflow.set_tracking_uri(settings.tracking_uri())
+    if settings.mlflow_tracking_uri is None:
+        settings.local_mlflow_dir.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    if experiment is None:
+        experiment_id = client.create_experiment(
+            settings.mlflow_experiment, artifact_location=settings.local_artifact_location()
+        )
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def score_champion(model_name: str, val: pd.DataFrame) -> tuple[str, float] | None:
+    """Score the current champion on these validation rows, so the gate compares like with like."""
+    champion = version_with_alias(MlflowClient(), model_name, CHAMPION)
+    if champion is None:
+        return None
+    model = mlflow.pyfunc.load_model(f"models:/{model_name}/{champion.version}")
+    predictions = model.predict(val[INPUT_COLUMNS])
+    rmse = evaluation.rmse(val[TARGET].to_numpy(), predictions)
+    logger.info("champion v%s scores RMSE %.4f on these validation rows", champion.version, rmse)
+    return str(champion.version), rmse
+
+
+def log_run(
+    settings: PipelineSettings,
+    booster: xgb.Booster,
+    metrics: dict[str, float],
+    months: Sequence[MonthSummary],
+    hyperparams: HyperParams,
+    val: pd.DataFrame,
+) -> tuple[str, str]:
+    """Log params, metrics, data provenance, a plot and the model; returns (run_id, version)."""
+    with mlflow.start_run() as run:
+        mlflow.log_params(
+            dataclasses.asdict(hyperparams)
+            if dataclasses.is_dataclass(hyperparams)
+            else hyperparams.model_dump()
+        )
+        for month in months:
+            mlflow.log_param(f"{month.role}_month", month.month)
+            mlflow.set_tag(f"{month.role}_sha256", month.sha256)
+            mlflow.log_metric(f"{month.role}_rows_read", month.rows_read)
+            mlflow.log_metric(f"{month.role}_rows_dropped", month.rows_read - month.rows_kept)
+        mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
+        mlflow.log_dict([dataclasses.asdict(month) for month in months], "data/months.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            plot = Path(tmp) / "residuals.png"
+            evaluation.plot_residuals(
+                val[TARGET].to_numpy(), booster_predictions(booster, val), plot
+            )
+            mlflow.log_artifact(str(plot), "plots")
+        info = log_model(
+            booster,
+            input_example=val[INPUT_COLUMNS].head(5),
+            registered_model_name=settings.model_name,
+        )
+    version = str(info.registered_model_version)
+    return run.info.run_id, version
+
+
+def booster_predictions(booster: xgb.Booster, frame: pd.DataFrame) -> object:
+    from nyctaxi.features import frame_feature_matrix
+
+    return booster.inplace_predict(frame_feature_matrix(frame))
+
+
+def promote(
+    model_name: str, version: str, decision: PromotionDecision, val_rmse: float, val_month: str
+) -> None:
+    apply_decision(MlflowClient(), model_name, version, decision, val_rmse, val_month)
+
+
+def run_url(settings: PipelineSettings, run_id: str) -> str | None:
+    """Link to the run in the MLflow UI (None for a local store that has no UI)."""
+    base = settings.mlflow_public_url or settings.mlflow_tracking_uri
+    if not base or not base.startswith(("http://", "https://")):
+        return None
+    run = MlflowClient().get_run(run_id)
+    return f"{base.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"

@@ -1,0 +1,71 @@
+"""Shared fixtures: real servers for the integration tests, started once per session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import (
+    S3Endpoint,
+    mlflow_server,
+    moto_s3_server,
+    prefect_server,
+    taxi_data_dir,
+)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    folder = taxi_data_dir()
+    if not any(folder.glob("green_tripdata_*.parquet")):
+        pytest.fail(f"no TLC months in {folder}: set TAXI_DATA_DIR to the folder holding them")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prefect server; the test process's Prefect client points at it."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with (
+        prefect_server(tmp_path_factory.mktemp("prefect")) as api_url,
+        temporary_settings(updates={PREFECT_API_URL: api_url}),
+    ):
+        yield api_url
+
+
+@pytest.fixture(scope="session")
+def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    with moto_s3_server(tmp_path_factory.mktemp("s3")) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def pipeline_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mlflow_url: str, data_dir: Path
+) -> Path:
+    """Environment for PipelineSettings: real MLflow server, real data, a private NYCTAXI_HOME."""
+    home = tmp_path / "nyctaxi-home"
+    monkeypatch.setenv("NYCTAXI_HOME", str(home))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_url)
+    monkeypatch.setenv("TAXI_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("TLC_ALLOW_DOWNLOAD", "false")
+    monkeypatch.delenv("MODEL_NAME", raising=False)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_for_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests talk only to 127.0.0.1; a proxy from the environment must never see that traffic.
+    monkeypatch.setenv(
+        "NO_PROXY", ",".join(filter(None, ["127.0.0.1,localhost", os.environ.get("NO_PROXY")]))
+    )

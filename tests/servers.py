@@ -1,0 +1,268 @@
+"""Real servers for integration and end-to-end tests.
+
+Each helper is a context manager that starts one real server on a free loopback port, waits
+for it to answer (polling with a deadline, never a fixed sleep) and stops it on exit. Logs go
+to a file beside the server's state so a failing test can show them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "tlc"
+
+
+def taxi_data_dir() -> Path:
+    """Folder with the real TLC months (TAXI_DATA_DIR, else ../shared/data/tlc)."""
+    return Path(os.environ.get("TAXI_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.25,
+    log_file: Path | None = None,
+) -> None:
+    """Poll `condition` until it is true; fail with `what` (and the log's tail) after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    tail = ""
+    if log_file is not None and log_file.exists():
+        tail = "\n--- log tail ---\n" + "\n".join(log_file.read_text().splitlines()[-40:])
+    raise TimeoutError(f"{what} not ready after {timeout:.0f}s{tail}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def running_process(
+    args: list[str], *, log_file: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a process in its own process group; on exit stop the whole group."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("wb") as log:
+        proc = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd or REPO_ROOT,
+            start_new_session=True,
+        )
+        try:
+            yield proc
+        finally:
+            stop_process_group(proc)
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+
+
+@contextlib.contextmanager
+def prefect_server(home: Path, *, database_url: str | None = None) -> Iterator[str]:
+    """A real Prefect 3 server (SQLite under `home` unless `database_url`); yields the API URL."""
+    port = free_port()
+    env = {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": "",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    log_file = home / "prefect-server.log"
+    args = [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1"]
+    with running_process([*args, "--port", str(port)], log_file=log_file, env=env):
+        api_url = f"http://127.0.0.1:{port}/api"
+        wait_until(
+            lambda: http_ok(f"{api_url}/health"),
+            timeout=120,
+            what="Prefect server",
+            log_file=log_file,
+        )
+        yield api_url
+
+
+@contextlib.contextmanager
+def mlflow_server(
+    root: Path,
+    *,
+    backend_uri: str | None = None,
+    artifacts_destination: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """A real MLflow tracking server with the artifact proxy; yields its URL."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [
+        str(VENV_BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        backend_uri or f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        artifacts_destination or str(root / "artifacts"),
+        "--workers",
+        "1",
+    ]
+    log_file = root / "mlflow-server.log"
+    with running_process(args, log_file=log_file, env=env):
+        url = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: http_ok(f"{url}/health"), timeout=180, what="MLflow server", log_file=log_file
+        )
+        yield url
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    url: str
+    access_key: str = "testing-key"
+    secret_key: str = "testing-secret"
+    region: str = "us-east-1"
+
+    def client_env(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+        }
+
+    def create_bucket(self, name: str) -> None:
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+        )
+        client.create_bucket(Bucket=name)
+
+
+@contextlib.contextmanager
+def moto_s3_server(root: Path) -> Iterator[S3Endpoint]:
+    """moto's server mode standing in for MinIO: a real S3 HTTP endpoint on loopback."""
+    port = free_port()
+    log_file = root / "moto.log"
+    args = [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    with running_process(args, log_file=log_file):
+        url = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: http_ok(f"{url}/moto-api/"),
+            timeout=60,
+            what="moto S3 server",
+            log_file=log_file,
+        )
+        yield S3Endpoint(url=url)
+
+
+@dataclass(frozen=True)
+class PostgresCluster:
+    host: str
+    port: int
+    user: str
+
+    def create_database(self, name: str) -> str:
+        """Create a database; return its SQLAlchemy-style URL without a driver."""
+        subprocess.run(
+            [_pg_bin("createdb"), "-h", self.host, "-p", str(self.port), "-U", self.user, name],
+            check=True,
+            capture_output=True,
+        )
+        return f"{self.user}@{self.host}:{self.port}/{name}"
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    if not candidates:
+        raise FileNotFoundError(
+            f"PostgreSQL binary {name!r} not found (apt-get install postgresql)"
+        )
+    return str(candidates[-1])
+
+
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster owned by the `postgres` OS user (it refuses to run as root).
+
+    It lives in its own folder under /tmp because pytest's tmp_path is private to root.
+    """
+    root = Path(tempfile.mkdtemp(prefix="nyctaxi-pg-"))
+    data_dir = root / "pgdata"
+    data_dir.mkdir()
+    postgres_user = pwd.getpwnam("postgres")
+    for path in (root, data_dir):
+        os.chown(path, postgres_user.pw_uid, postgres_user.pw_gid)
+    port = free_port()
+    as_postgres = ["su", "postgres", "-c"]
+    subprocess.run(
+        [*as_postgres, f"{_pg_bin('initdb')} -D {data_dir} -U app --auth=trust"],
+        check=True,
+        capture_output=True,
+    )
+    log_file = root / "postgres.log"
+    start = (
+        f"{_pg_bin('pg_ctl')} -D {data_dir} -l {log_file} -w -t 60 "
+        f"-o '-p {port} -k {root} -c listen_addresses=127.0.0.1' start"
+    )
+    subprocess.run([*as_postgres, start], check=True, capture_output=True)
+    try:
+        yield PostgresCluster(host="127.0.0.1", port=port, user="app")
+    finally:
+        subprocess.run(
+            [*as_postgres, f"{_pg_bin('pg_ctl')} -D {data_dir} -m fast -w stop"],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
