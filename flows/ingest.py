@@ -12,12 +12,13 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 from prefect.tasks import exponential_backoff
 from prefect_aws import S3Bucket
 
 from nyctaxi import sources
 from nyctaxi.config import PipelineSettings
-from nyctaxi.months import Month, parse_month
+from nyctaxi.months import Month, file_name, parse_month, s3_key
 
 
 @dataclass(frozen=True)
@@ -68,17 +69,30 @@ def fetch_from_bucket(bucket_block: str, key: str, dest: Path) -> Path:
     return dest
 
 
+def _worth_retrying(task: object, task_run: object, state: State) -> bool:
+    """A 404 (not published) or a corrupt file will not change on retry; network trouble might."""
+    try:
+        state.result()
+    except (sources.RemoteFileNotFoundError, sources.InvalidParquetError):
+        return False
+    except Exception:
+        return True
+    return False
+
+
 @task(
     retries=2,
-    retry_delay_seconds=exponential_backoff(backoff_factor=5),
+    retry_delay_seconds=exponential_backoff(backoff_factor=10),
+    retry_condition_fn=_worth_retrying,
     timeout_seconds=900,
     cache_policy=NO_CACHE,  # the downloaded file itself is the cache (see locate_month)
 )
 def download_month(month: Month, settings: PipelineSettings) -> Path:
-    dest = settings.cache_dir / month.file_name
-    return sources.download(
-        month.url(settings.tlc_base_url),
-        dest,
+    """Fetch from TLC (HTTP-level retries with backoff inside; whole-task retries on top)."""
+    return sources.download_month(
+        month,
+        settings.cache_dir,
+        base_url=settings.tlc_base_url,
         timeout=settings.download_timeout_seconds,
         attempts=settings.download_attempts,
     )
@@ -112,13 +126,14 @@ def locate_month(
         found = sources.find_local(month, folder)
         if found is not None:
             return found, "local"
-        looked_in.append(f"local folder {folder}")
+        looked_in.append(f"local folder {folder / file_name(month)}")
     if bucket is not None:
-        if bucket_has_key(settings.s3_bucket_block, month.s3_key):
-            dest = settings.cache_dir / month.file_name
+        key = s3_key(month)
+        if bucket_has_key(settings.s3_bucket_block, key):
+            dest = settings.cache_dir / file_name(month)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            return fetch_from_bucket(settings.s3_bucket_block, month.s3_key, dest), "s3"
-        looked_in.append(f"s3://{bucket.bucket_name}/{month.s3_key}")
+            return fetch_from_bucket(settings.s3_bucket_block, key, dest), "s3"
+        looked_in.append(f"s3://{bucket.bucket_name}/{key}")
     else:
         looked_in.append(f"S3 bucket: block {settings.s3_bucket_block!r} not configured")
     if not settings.allow_download:
@@ -126,8 +141,9 @@ def locate_month(
         raise sources.MonthNotAvailableError(month, looked_in)
     try:
         return download_month(month, settings), "download"
-    except sources.MonthNotAvailableError as error:
-        raise sources.MonthNotAvailableError(month, [*looked_in, *error.looked_in]) from error
+    except sources.RemoteFileNotFoundError as error:
+        looked_in.append(f"TLC: {error}")
+        raise sources.MonthNotAvailableError(month, looked_in) from error
 
 
 @flow(name="ingest")
@@ -142,7 +158,7 @@ def ingest_flow(months: list[str], require_bucket: bool = False) -> list[Ingeste
         digest = sources.sha256_file(path)
         key = None
         if bucket is not None:
-            key = month.s3_key
+            key = s3_key(month)
             if found_in == "s3" or bucket_has_key(settings.s3_bucket_block, key):
                 logger.info("%s already in s3://%s/%s", month, bucket.bucket_name, key)
             else:

@@ -8,28 +8,37 @@ Run locally (an ephemeral Prefect API is started when PREFECT_API_URL is unset):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import inspect
 import json
 import logging
+import os
 import sys
 import time
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Literal
 
+import pandas as pd
+import xgboost as xgb
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as _EPHEMERAL_TIMEOUT
+from prefect.settings import temporary_settings
 from pydantic import BaseModel
 
 from flows.ingest import IngestedMonth, ingest_flow
-from nyctaxi import cleaning, tracking
+from nyctaxi import cleaning, evaluation, tracking
 from nyctaxi.config import PipelineSettings
 from nyctaxi.months import parse_month
 from nyctaxi.registry import decide_promotion
 from nyctaxi.report import MonthSummary, RunReport, render_markdown, table_rows
 from nyctaxi.schedule import default_months
-from nyctaxi.training import HyperParams, fit_and_evaluate
+from nyctaxi.training import TrainingParams, train_on_trips
 
 PROMOTED_EVENT = "nyctaxi.model.promoted"
 
@@ -51,17 +60,18 @@ class TrainingResult(BaseModel):
 
 
 def _prepare_cache_key(context: object, parameters: dict[str, object]) -> str:
-    # Keyed on the file's content and the cleaning rules' version, never on a DataFrame's hash.
+    # Keyed on the file's content and the cleaning code's, never on hashing a DataFrame.
     ingested = parameters["ingested"]
     assert isinstance(ingested, IngestedMonth)
-    return f"prepare-{ingested.month}-{ingested.sha256}-{cleaning.RULES_VERSION}"
+    code = hashlib.sha256(inspect.getsource(cleaning).encode()).hexdigest()[:16]
+    return f"prepare-{ingested.month}-{ingested.sha256}-{code}"
 
 
 @task(cache_key_fn=_prepare_cache_key, persist_result=True)
 def prepare_month(ingested: IngestedMonth, role: str) -> tuple[object, MonthSummary]:
     """Read, normalise and clean one month; the dropped-rows counts go to the log and the report."""
-    raw = cleaning.read_month(Path(ingested.path))
-    clean, dropped = cleaning.clean_trips(raw, parse_month(ingested.month))
+    raw = cleaning.read_trips(Path(ingested.path))
+    clean, dropped = cleaning.clean_trips(raw, ingested.month)
     get_run_logger().info(
         "%s (%s): kept %d of %d rows; dropped %s",
         ingested.month,
@@ -75,8 +85,20 @@ def prepare_month(ingested: IngestedMonth, role: str) -> tuple[object, MonthSumm
 
 
 @task(cache_policy=NO_CACHE)
-def train_model(train: object, val: object, hyperparams: HyperParams) -> tuple[object, dict]:
-    booster, metrics = fit_and_evaluate(train, val, hyperparams)
+def train_model(
+    train: pd.DataFrame, val: pd.DataFrame, hyperparams: TrainingParams
+) -> tuple[xgb.Booster, dict[str, float]]:
+    """Fit on the train month, score on the validation month; train_seconds times both."""
+    started = time.perf_counter()
+    booster = train_on_trips(train, hyperparams)
+    scores = evaluation.evaluate_on_trips(booster, val)
+    metrics = {
+        "val_rmse": scores.rmse,
+        "val_mae": scores.mae,
+        "train_seconds": round(time.perf_counter() - started, 3),
+        "train_rows": len(train),
+        "val_rows": len(val),
+    }
     get_run_logger().info(
         "validation RMSE %.4f, MAE %.4f, fit+evaluate %.2fs",
         metrics["val_rmse"],
@@ -98,7 +120,7 @@ def log_and_register(
     booster: object,
     metrics: dict,
     months: list[MonthSummary],
-    hyperparams: HyperParams,
+    hyperparams: TrainingParams,
     val: object,
 ) -> tuple[str, str]:
     return tracking.log_run(settings, booster, metrics, months, hyperparams, val)
@@ -123,7 +145,7 @@ def training_flow(
     val_month: str | None = None,
     data_source: Literal["local", "s3"] = "local",
     model_name: str | None = None,
-    hyperparams: HyperParams | None = None,
+    hyperparams: TrainingParams | None = None,
 ) -> TrainingResult:
     """Train on one month, validate on another, register, and promote only a better model.
 
@@ -136,7 +158,7 @@ def training_flow(
     settings = PipelineSettings()
     if model_name:
         settings = settings.model_copy(update={"model_name": model_name})
-    hyperparams = hyperparams or HyperParams()
+    hyperparams = hyperparams or TrainingParams()
     parse_month(train_month), parse_month(val_month)  # fail fast on a malformed month
     tracking.configure(settings)
 
@@ -197,6 +219,17 @@ def training_flow(
     )
 
 
+@contextlib.contextmanager
+def _patient_ephemeral_server() -> Iterator[None]:
+    """Without PREFECT_API_URL the CLI starts a throwaway Prefect server; on a busy 2-core
+    machine that can take longer than Prefect's 20 s default, so wait up to 2 minutes."""
+    if os.environ.get("PREFECT_API_URL") or os.environ.get(_EPHEMERAL_TIMEOUT.name):
+        yield
+        return
+    with temporary_settings(updates={_EPHEMERAL_TIMEOUT: 120}):
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Train, track and register the trip-duration model."
@@ -209,12 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     started = time.perf_counter()
-    result = training_flow(
-        train_month=args.train_month,
-        val_month=args.val_month,
-        data_source=args.data_source,
-        model_name=args.model_name,
-    )
+    with _patient_ephemeral_server():
+        result = training_flow(
+            train_month=args.train_month,
+            val_month=args.val_month,
+            data_source=args.data_source,
+            model_name=args.model_name,
+        )
     summary = {**result.model_dump(), "seconds": round(time.perf_counter() - started, 3)}
     if args.json:
         print(json.dumps(summary))  # noqa: T201 - the CLI's own output

@@ -18,12 +18,12 @@ import xgboost as xgb
 from mlflow.tracking import MlflowClient
 
 from nyctaxi import evaluation
-from nyctaxi.cleaning import TARGET
+from nyctaxi.cleaning import target
 from nyctaxi.config import PipelineSettings
 from nyctaxi.model import log_model
 from nyctaxi.registry import CHAMPION, PromotionDecision, apply_decision, version_with_alias
 from nyctaxi.report import MonthSummary
-from nyctaxi.training import HyperParams
+from nyctaxi.training import TrainingParams
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def score_champion(model_name: str, val: pd.DataFrame) -> tuple[str, float] | No
         return None
     model = mlflow.pyfunc.load_model(f"models:/{model_name}/{champion.version}")
     predictions = model.predict(val[INPUT_COLUMNS])
-    rmse = evaluation.rmse(val[TARGET].to_numpy(), predictions)
+    rmse = evaluation.rmse(target(val), predictions)
     logger.info("champion v%s scores RMSE %.4f on these validation rows", champion.version, rmse)
     return str(champion.version), rmse
 
@@ -64,16 +64,12 @@ def log_run(
     booster: xgb.Booster,
     metrics: dict[str, float],
     months: Sequence[MonthSummary],
-    hyperparams: HyperParams,
+    hyperparams: TrainingParams,
     val: pd.DataFrame,
 ) -> tuple[str, str]:
     """Log params, metrics, data provenance, a plot and the model; returns (run_id, version)."""
     with mlflow.start_run() as run:
-        mlflow.log_params(
-            dataclasses.asdict(hyperparams)
-            if dataclasses.is_dataclass(hyperparams)
-            else hyperparams.model_dump()
-        )
+        mlflow.log_params(hyperparams.model_dump())
         for month in months:
             mlflow.log_param(f"{month.role}_month", month.month)
             mlflow.set_tag(f"{month.role}_sha256", month.sha256)
@@ -83,9 +79,7 @@ def log_run(
         mlflow.log_dict([dataclasses.asdict(month) for month in months], "data/months.json")
         with tempfile.TemporaryDirectory() as tmp:
             plot = Path(tmp) / "residuals.png"
-            evaluation.plot_residuals(
-                val[TARGET].to_numpy(), booster_predictions(booster, val), plot
-            )
+            evaluation.plot_residuals(target(val), evaluation.predict_trips(booster, val), plot)
             mlflow.log_artifact(str(plot), "plots")
         info = log_model(
             booster,
@@ -94,12 +88,6 @@ def log_run(
         )
     version = str(info.registered_model_version)
     return run.info.run_id, version
-
-
-def booster_predictions(booster: xgb.Booster, frame: pd.DataFrame) -> object:
-    from nyctaxi.features import frame_feature_matrix
-
-    return booster.inplace_predict(frame_feature_matrix(frame))
 
 
 def promote(

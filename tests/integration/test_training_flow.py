@@ -14,7 +14,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.training import training_flow
-from nyctaxi.training import HyperParams
+from nyctaxi.training import TrainingParams
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -70,7 +70,7 @@ def test_worse_model_does_not_take_the_champion_alias(
     prefect_api: str, pipeline_env: Path, mlflow_url: str, model_name: str
 ) -> None:
     first = training_flow(train_month="2023-01", val_month="2023-02", model_name=model_name)
-    weak = HyperParams(num_boost_round=2, max_depth=1)
+    weak = TrainingParams(num_boost_round=2, max_depth=1)
     second = training_flow(
         train_month="2023-01", val_month="2023-02", model_name=model_name, hyperparams=weak
     )

@@ -1,0 +1,153 @@
+"""The bootstrap's pieces against a real Prefect server and a real S3 endpoint (moto).
+
+Deployments and the first training run need the flows and MLflow: the native e2e test covers them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from prefect import flow
+from prefect.blocks.webhook import Webhook
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.events import emit_event
+from prefect.states import Running
+from prefect_aws import AwsCredentials, S3Bucket
+
+from nyctaxi.stack import deployments, first_run
+from nyctaxi.stack.automations import AUTOMATION_NAMES
+from nyctaxi.stack.bootstrap import bootstrap
+from nyctaxi.stack.settings import BootstrapSettings
+from tests.servers import S3Endpoint
+from tests.webhooks import WebhookReceiver, webhook_receiver
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with webhook_receiver() as hook:
+        yield hook
+
+
+def stack_settings(
+    prefect_api: str, s3: S3Endpoint, home: Path, webhook: str | None
+) -> BootstrapSettings:
+    return BootstrapSettings(
+        _env_file=None,
+        prefect_api_url=prefect_api,
+        mlflow_tracking_uri=f"sqlite:///{home / 'mlflow.db'}",  # no server needed: no training
+        nyctaxi_home=home,
+        s3_endpoint_url=s3.url,
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key,
+        raw_bucket="stack-test-raw",
+        mlflow_artifacts_bucket="stack-test-artifacts",
+        notify_webhook_url=webhook,
+        bootstrap_deploy=False,
+        bootstrap_train=False,
+        bootstrap_timeout_seconds=60,
+    )
+
+
+@flow(name="training")
+def failing_training() -> None:
+    raise RuntimeError('month "2031-01" not found')
+
+
+def test_bootstrap_twice_sets_up_pool_blocks_buckets_and_one_copy_of_each_automation(
+    prefect_api: str, s3_endpoint: S3Endpoint, tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    settings = stack_settings(prefect_api, s3_endpoint, tmp_path, receiver.url)
+    bootstrap(settings)
+    bootstrap(settings)  # idempotent: nothing duplicated, nothing fails
+
+    with get_client(sync_client=True) as client:
+        assert client.read_work_pool("nyctaxi-process").type == "process"
+        for name in AUTOMATION_NAMES:
+            assert len(client.read_automations_by_name(name)) == 1
+    credentials = AwsCredentials.load("nyctaxi-minio")
+    assert credentials.aws_client_parameters.endpoint_url == s3_endpoint.url
+    assert S3Bucket.load("nyctaxi-raw").bucket_name == "stack-test-raw"
+    assert Webhook.load("nyctaxi-notify").url.get_secret_value() == receiver.url
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint.url,
+        aws_access_key_id=s3_endpoint.access_key,
+        aws_secret_access_key=s3_endpoint.secret_key,
+        region_name=s3_endpoint.region,
+    )
+    buckets = {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}
+    assert {"stack-test-raw", "stack-test-artifacts"} <= buckets
+
+
+def test_automations_call_the_webhook_on_promotion_and_on_a_failed_training_run(
+    prefect_api: str, s3_endpoint: S3Endpoint, tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    bootstrap(stack_settings(prefect_api, s3_endpoint, tmp_path, receiver.url))
+
+    emit_event(
+        event="nyctaxi.model.promoted",
+        resource={"prefect.resource.id": "nyctaxi.model.nyc-taxi-duration"},
+        payload={"version": "4", "val_rmse": 4.9},
+    )
+    failed = failing_training(return_state=True)
+    assert failed.is_failed()
+
+    promoted = receiver.wait_for(
+        lambda body: body.get("kind") == "champion-promoted", timeout=90, what="promotion"
+    )
+    assert promoted["payload"] == {"version": "4", "val_rmse": 4.9}
+    failure = receiver.wait_for(
+        lambda body: body.get("kind") == "training-run-failed", timeout=90, what="failure"
+    )
+    assert failure["flow_run"]["state"] == "Failed"
+    assert "2031-01" in failure["flow_run"]["message"]
+
+
+def test_without_a_webhook_url_the_automations_are_removed(
+    prefect_api: str, s3_endpoint: S3Endpoint, tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    bootstrap(stack_settings(prefect_api, s3_endpoint, tmp_path, receiver.url))
+    bootstrap(stack_settings(prefect_api, s3_endpoint, tmp_path, None))
+    with get_client(sync_client=True) as client:
+        for name in AUTOMATION_NAMES:
+            assert client.read_automations_by_name(name) == []
+
+
+def test_running_run_whose_process_is_gone_is_marked_crashed(prefect_api: str) -> None:
+    # A live stand-in for a flow-run process: its command line names prefect.
+    sleeper = [sys.executable, "-c", "import time; time.sleep(300)", "prefect.engine"]
+    with get_client(sync_client=True) as client, subprocess.Popen(sleeper) as live:
+        try:
+            deployments.ensure_work_pool(client)
+            flow_id = client.create_flow(failing_training)
+            deployment_id = client.create_deployment(
+                flow_id,
+                "orphan-test",
+                work_pool_name="nyctaxi-process",
+                entrypoint="tests/integration/test_stack_bootstrap.py:failing_training",
+            )
+            gone = client.create_flow_run_from_deployment(deployment_id, state=Running())
+            going = client.create_flow_run_from_deployment(deployment_id, state=Running())
+            client.update_flow_run(gone.id, infrastructure_pid=str(_dead_pid()))
+            client.update_flow_run(going.id, infrastructure_pid=str(live.pid))
+
+            first_run.crash_orphaned_runs(client)
+
+            assert client.read_flow_run(gone.id).state.type == StateType.CRASHED
+            assert client.read_flow_run(going.id).state.type == StateType.RUNNING
+        finally:
+            live.kill()
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
