@@ -119,7 +119,7 @@ def prefect_server(home: Path, *, database_url: str | None = None) -> Iterator[s
         api_url = f"http://127.0.0.1:{port}/api"
         wait_until(
             lambda: http_ok(f"{api_url}/health"),
-            timeout=120,
+            timeout=300,
             what="Prefect server",
             log_file=log_file,
         )
@@ -155,7 +155,7 @@ def mlflow_server(
     with running_process(args, log_file=log_file, env=env):
         url = f"http://127.0.0.1:{port}"
         wait_until(
-            lambda: http_ok(f"{url}/health"), timeout=180, what="MLflow server", log_file=log_file
+            lambda: http_ok(f"{url}/health"), timeout=420, what="MLflow server", log_file=log_file
         )
         yield url
 

@@ -5,6 +5,7 @@ Deployments and the first training run need the flows and MLflow: the native e2e
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -119,6 +120,25 @@ def test_without_a_webhook_url_the_automations_are_removed(
     with get_client(sync_client=True) as client:
         for name in AUTOMATION_NAMES:
             assert client.read_automations_by_name(name) == []
+
+
+def test_deployments_are_registered_once_and_skipped_while_unchanged(
+    prefect_api: str,
+    s3_endpoint: S3Endpoint,
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = stack_settings(prefect_api, s3_endpoint, tmp_path, receiver.url).model_copy(
+        update={"bootstrap_deploy": True, "bootstrap_redeploy": True}
+    )
+    bootstrap(settings)
+    with get_client(sync_client=True) as client:
+        for name in ("training/train-local", "training/train-s3"):
+            assert client.read_deployment_by_name(name).work_pool_name == "nyctaxi-process"
+    caplog.set_level(logging.INFO, logger="nyctaxi")
+    bootstrap(settings.model_copy(update={"bootstrap_redeploy": False}))
+    assert "deployments up to date" in caplog.text
 
 
 def test_running_run_whose_process_is_gone_is_marked_crashed(prefect_api: str) -> None:

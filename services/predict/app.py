@@ -1,0 +1,206 @@
+"""Flask app factory of the prediction service.
+
+Run it under gunicorn (see gunicorn_conf.py):
+    gunicorn --config services/predict/gunicorn_conf.py "services.predict.app:create_app()"
+
+Nothing happens at import time: `create_app()` reads the settings and starts the model poller of
+the process it runs in (each gunicorn worker calls it after the fork).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Protocol
+
+import numpy as np
+from flask import Flask, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from services.predict.holder import LoadedModel, ModelHolder, SwapListener
+from services.predict.metrics import ServiceMetrics
+from services.predict.mlflow_source import MlflowModelSource
+from services.predict.openapi import openapi_spec
+from services.predict.settings import PredictSettings
+from services.predict.validation import Problem, RequestError, parse_json_body, parse_rides
+
+logger = logging.getLogger(__name__)
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+class Holder(Protocol):
+    """What the app needs of ModelHolder (tests may pass their own)."""
+
+    @property
+    def current(self) -> LoadedModel | None: ...
+
+    @property
+    def problem(self) -> str | None: ...
+
+    def add_listener(self, listener: SwapListener) -> None: ...
+
+    def ensure_started(self) -> None: ...
+
+
+def _is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+def _not_ready(holder: Holder) -> RequestError:
+    problem = holder.problem or "no model loaded yet"
+    return RequestError(503, "model not ready", [Problem("model", problem)])
+
+
+def _json_response(body: dict[str, Any], status: int = 200) -> Response:
+    response = current_app.json.response(body)  # type: ignore[attr-defined]
+    response.status_code = status
+    return response
+
+
+def _error_response(status: int, error: str, field: str, problem: str) -> Response:
+    return _json_response(RequestError(status, error, [Problem(field, problem)]).to_json(), status)
+
+
+def _round(values: np.ndarray) -> list[float]:
+    return np.round(np.asarray(values, dtype=np.float64), 3).tolist()
+
+
+def create_app(settings: PredictSettings | None = None, holder: Holder | None = None) -> Flask:
+    """The WSGI app. `holder` replaces the MLflow-backed ModelHolder (tests pass a ModelHolder
+    over a fake source)."""
+    settings = settings or PredictSettings()
+    metrics = ServiceMetrics()
+    if holder is None:
+        holder = ModelHolder(
+            MlflowModelSource(settings),
+            reload_interval=settings.reload_interval_seconds,
+            retry_interval=settings.retry_interval_seconds,
+        )
+    holder.add_listener(metrics.model_swapped)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
+    _install_hooks(app, holder, metrics)
+    _install_error_handlers(app, settings)
+    _install_predict(app, settings, holder, metrics)
+    _install_info_routes(app, settings, holder, metrics)
+    holder.ensure_started()
+    return app
+
+
+def _install_hooks(app: Flask, holder: Holder, metrics: ServiceMetrics) -> None:
+    @app.before_request
+    def start_timer() -> None:
+        g.started = time.perf_counter()
+        holder.ensure_started()  # no-op unless this process was forked after create_app
+
+    @app.after_request
+    def record(response: Response) -> Response:
+        loaded = holder.current
+        if loaded is not None and "X-Model-Version" not in response.headers:
+            response.headers["X-Model-Name"] = loaded.name
+            response.headers["X-Model-Version"] = loaded.version
+        rule = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
+        started = g.get("started", time.perf_counter())
+        metrics.observe(rule, request.method, response.status_code, time.perf_counter() - started)
+        return response
+
+
+def _install_error_handlers(app: Flask, settings: PredictSettings) -> None:
+    """Every error is JSON shaped like validation.RequestError: never an HTML page."""
+
+    @app.errorhandler(RequestError)
+    def request_error(error: RequestError) -> Response:
+        return _json_response(error.to_json(), error.status)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge) -> Response:
+        problem = f"the body is larger than {settings.max_body_bytes} bytes"
+        return _error_response(413, "body too large", "body", problem)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        field, problem = "request", error.description or error.name
+        if status == 404:
+            field, problem = "path", f"no route {request.path}; see /openapi.json"
+        elif status == 405:
+            allowed = ", ".join(sorted(error.valid_methods or []))  # type: ignore[attr-defined]
+            field, problem = "method", f"{request.method} is not allowed here; use {allowed}"
+        response = _error_response(status, error.name.lower(), field, problem)
+        allow = dict(error.get_headers()).get("Allow")
+        if allow:
+            response.headers["Allow"] = allow
+        return response
+
+    @app.errorhandler(Exception)
+    def server_error(error: Exception) -> Response:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        problem = f"{type(error).__name__}; see the service log"
+        return _error_response(500, "internal error", "server", problem)
+
+
+def _install_predict(
+    app: Flask, settings: PredictSettings, holder: Holder, metrics: ServiceMetrics
+) -> None:
+    @app.post("/predict")
+    def predict() -> Response:
+        if not _is_json(request.mimetype):
+            got = request.mimetype or "none"
+            detail = Problem("Content-Type", f"must be application/json, got {got}")
+            raise RequestError(415, "unsupported media type", [detail])
+        payload = parse_json_body(request.get_data(cache=False))
+        rides = parse_rides(
+            payload, max_rides=settings.max_batch_rides, max_distance=settings.max_trip_distance
+        )
+        loaded = holder.current  # one read: this request uses this version throughout
+        if loaded is None:
+            raise _not_ready(holder)
+        minutes = loaded.predictor.predict_rides(
+            rides.pu_location_id, rides.do_location_id, rides.trip_distance, rides.pickup
+        )
+        metrics.predictions.labels(loaded.version).inc(len(rides))
+        if rides.single:
+            body: dict[str, Any] = {"duration": _round(minutes)[0], "model": loaded.identity()}
+        else:
+            body = {"predictions": _round(minutes), "model": loaded.identity()}
+        response = _json_response(body)
+        response.headers["X-Model-Name"] = loaded.name
+        response.headers["X-Model-Version"] = loaded.version
+        return response
+
+
+def _install_info_routes(
+    app: Flask, settings: PredictSettings, holder: Holder, metrics: ServiceMetrics
+) -> None:
+    spec = openapi_spec(settings)
+
+    @app.get("/health")
+    def health() -> Response:
+        return _json_response({"status": "ok"})
+
+    @app.get("/ready")
+    def ready() -> Response:
+        loaded = holder.current
+        if loaded is None:
+            raise _not_ready(holder)
+        return _json_response({"status": "ready", "model": loaded.identity()})
+
+    @app.get("/model")
+    def model() -> Response:
+        loaded = holder.current
+        if loaded is None:
+            raise _not_ready(holder)
+        return _json_response({**loaded.describe(), "last_problem": holder.problem})
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        data, content_type = metrics.render()
+        return Response(data, content_type=content_type)
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return _json_response(spec)

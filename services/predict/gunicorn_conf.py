@@ -1,0 +1,72 @@
+"""gunicorn configuration of the prediction service (settings from PredictSettings).
+
+    gunicorn --config services/predict/gunicorn_conf.py "services.predict.app:create_app()"
+
+The app is not preloaded: each worker imports it after the fork, so each worker loads its own
+model and runs its own registry poller thread (threads do not survive a fork). Variables that
+libraries read when they are imported (OpenMP, prometheus_client) are set here, in the master,
+before any worker imports them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+
+from services.predict.settings import PredictSettings
+
+_settings = PredictSettings()
+
+# One OpenMP thread per worker: the workers are the parallelism. With XGBoost's default, every
+# worker spins a thread per core per request and throughput collapses (ENVIRONMENT.md).
+os.environ["OMP_NUM_THREADS"] = str(_settings.model_threads)
+
+# Metrics of all workers are aggregated from files in this folder (prometheus_client
+# multiprocess mode). A folder we create is ours to delete at exit.
+_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="predict-metrics-")
+_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+bind = f"{_settings.host}:{_settings.port}"
+workers = _settings.workers
+worker_class = _settings.worker_class
+threads = _settings.threads
+preload_app = False
+timeout = 60
+graceful_timeout = 20
+keepalive = 5
+# No access log by default: gunicorn builds each line even when nothing would print it.
+accesslog = None
+errorlog = "-"
+loglevel = "info"
+# Several services may run on one machine (tests, benchmarks): no shared control socket path.
+control_socket_disable = True
+
+
+def post_fork(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
+    # The app's own loggers (model loads and swaps) go to stderr beside gunicorn's.
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+    )
+
+
+def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
+    # Files left by a previous run would be summed into this run's metrics.
+    os.makedirs(_metrics_dir, exist_ok=True)
+    for name in os.listdir(_metrics_dir):
+        os.remove(os.path.join(_metrics_dir, name))
+
+
+def child_exit(server, worker) -> None:  # noqa: ANN001
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, _metrics_dir)
+
+
+def on_exit(server) -> None:  # noqa: ANN001
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

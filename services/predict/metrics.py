@@ -1,0 +1,87 @@
+"""Prometheus metrics of the service, correct under gunicorn's several worker processes.
+
+When PROMETHEUS_MULTIPROC_DIR is set (gunicorn_conf.py sets it before workers start),
+prometheus_client keeps every value in per-process files there and /metrics aggregates all
+workers' files. Otherwise (tests, `flask run`) each app keeps its own registry.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from services.predict.holder import LoadedModel
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
+        # In multiprocess mode values live in files, so metrics register nowhere; the scrape
+        # builds a fresh registry over the files.
+        self._registry = None if self.multiprocess_dir else CollectorRegistry()
+        registry = self._registry
+        self.requests = Counter(
+            "predict_http_requests_total",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "predict_http_request_duration_seconds",
+            "Time spent answering a request, by route, method and status",
+            ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.predictions = Counter(
+            "predict_rides_predicted_total",
+            "Rides predicted (a batch counts each ride), by model version",
+            ["version"],
+            registry=registry,
+        )
+        # Info metrics do not work across processes: a 0/1 gauge per version does, and with
+        # "livemax" a version shows 1 while any live worker still serves it.
+        self.model_info = Gauge(
+            "predict_model_info",
+            "The model version served (1) or served before (0)",
+            ["name", "version", "alias", "run_id"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.model_ready = Gauge(
+            "predict_model_ready",
+            "1 when a model is loaded in this worker",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        labels = (route, method, str(status))
+        self.requests.labels(*labels).inc()
+        self.latency.labels(*labels).observe(seconds)
+
+    def model_swapped(self, old: LoadedModel | None, new: LoadedModel) -> None:
+        if old is not None:
+            self.model_info.labels(old.name, old.version, old.alias, old.run_id or "").set(0)
+        self.model_info.labels(new.name, new.version, new.alias, new.run_id or "").set(1)
+        self.model_ready.set(1)
+
+    def render(self) -> tuple[bytes, str]:
+        if self.multiprocess_dir:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
+        else:
+            registry = self._registry
+        return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,226 @@
+"""The OpenAPI 3.0 description of the service, served at /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.predict.settings import PredictSettings
+from services.predict.validation import MAX_YEAR, MIN_YEAR
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _schemas(settings: PredictSettings) -> dict[str, Any]:
+    zone = {"type": "integer", "minimum": 1, "maximum": 265, "description": "TLC taxi zone ID"}
+    return {
+        "Ride": {
+            "type": "object",
+            "required": ["PULocationID", "DOLocationID", "trip_distance"],
+            "additionalProperties": True,
+            "description": "One ride. Fields other than these four are ignored.",
+            "properties": {
+                "PULocationID": zone,
+                "DOLocationID": zone,
+                "trip_distance": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": settings.max_trip_distance,
+                    "description": "Miles. NaN and Infinity are not JSON and are rejected.",
+                },
+                "lpep_pickup_datetime": {
+                    "type": "string",
+                    "format": "date-time",
+                    "nullable": True,
+                    "example": "2023-03-01T08:15:00",
+                    "description": (
+                        "ISO 8601. Naive times are NYC wall-clock time (as in TLC data); times "
+                        "with an offset are converted to NYC time. Absent or null: the current "
+                        f"time in America/New_York. Years {MIN_YEAR}..{MAX_YEAR}."
+                    ),
+                },
+            },
+        },
+        "RideBatch": {
+            "type": "array",
+            "items": _ref("Ride"),
+            "minItems": 1,
+            "maxItems": settings.max_batch_rides,
+        },
+        "ModelIdentity": {
+            "type": "object",
+            "required": ["name", "version", "alias"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "alias": {"type": "string"},
+            },
+        },
+        "Prediction": {
+            "type": "object",
+            "required": ["duration", "model"],
+            "properties": {
+                "duration": {"type": "number", "description": "Predicted trip duration, minutes"},
+                "model": _ref("ModelIdentity"),
+            },
+        },
+        "BatchPrediction": {
+            "type": "object",
+            "required": ["predictions", "model"],
+            "properties": {
+                "predictions": {
+                    "type": "array",
+                    "items": {"type": "number"},
+                    "description": "Minutes, in the order of the rides sent",
+                },
+                "model": _ref("ModelIdentity"),
+            },
+        },
+        "ModelInfo": {
+            "type": "object",
+            "required": ["name", "version", "alias", "run_id", "loaded_at", "metrics"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "alias": {"type": "string"},
+                "run_id": {"type": "string", "nullable": True},
+                "loaded_at": {"type": "string", "format": "date-time"},
+                "metrics": {
+                    "type": "object",
+                    "additionalProperties": {"type": "number"},
+                    "description": "Metrics of the training run (val_rmse, val_mae, ...)",
+                },
+                "source": {"type": "string", "nullable": True},
+            },
+        },
+        "Error": {
+            "type": "object",
+            "required": ["error", "details"],
+            "properties": {
+                "error": {"type": "string"},
+                "details": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["field", "problem"],
+                        "properties": {
+                            "field": {
+                                "type": "string",
+                                "description": "e.g. trip_distance, [3].PULocationID, body, model",
+                            },
+                            "problem": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        },
+    }
+
+
+def _predict_operation(settings: PredictSettings) -> dict[str, Any]:
+    return {
+        "summary": "Predict trip durations (minutes) for one ride or a list of rides",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"oneOf": [_ref("Ride"), _ref("RideBatch")]},
+                }
+            },
+        },
+        "responses": {
+            "200": _json(
+                {"oneOf": [_ref("Prediction"), _ref("BatchPrediction")]},
+                "A ride gives `duration`; a list gives `predictions` in input order",
+            ),
+            "400": _error("Empty body, not JSON (NaN/Infinity included), or not a ride/list"),
+            "413": _error(
+                f"Body over {settings.max_body_bytes} bytes or over "
+                f"{settings.max_batch_rides} rides"
+            ),
+            "415": _error("Content-Type is not application/json"),
+            "422": _error("Rides with missing or invalid fields; `details` names each one"),
+            "503": _error("No model loaded yet; `details` says what is missing"),
+        },
+    }
+
+
+def openapi_spec(settings: PredictSettings) -> dict[str, Any]:
+    not_found = _error("No such route")
+    wrong_method = _error("Method not allowed on this route")
+    no_model = _error("No model loaded yet; `details` says what is missing")
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "NYC green-taxi trip duration",
+            "version": "1.0.0",
+            "description": (
+                f"Serves models:/{settings.model_name}@{settings.model_alias}; every prediction "
+                "names the model version that made it (also in the X-Model-Version header). "
+                "Every error is JSON shaped like `Error`, including 404 and 405."
+            ),
+        },
+        "paths": {
+            "/predict": {"post": _predict_operation(settings)},
+            "/health": {
+                "get": {
+                    "summary": "Liveness: the process answers",
+                    "responses": {"200": {"description": "Alive"}},
+                }
+            },
+            "/ready": {
+                "get": {
+                    "summary": "Readiness: a model is loaded",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "status": {"type": "string"},
+                                    "model": _ref("ModelIdentity"),
+                                },
+                            },
+                            "Ready",
+                        ),
+                        "503": no_model,
+                    },
+                }
+            },
+            "/model": {
+                "get": {
+                    "summary": "The served model: version, run, load time, training metrics",
+                    "responses": {"200": _json(_ref("ModelInfo"), "Model"), "503": no_model},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics of all workers",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0 document")},
+                }
+            },
+        },
+        "components": {
+            "schemas": _schemas(settings),
+            "responses": {"NotFound": not_found, "MethodNotAllowed": wrong_method},
+        },
+    }

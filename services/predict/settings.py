@@ -1,0 +1,74 @@
+"""Settings of the prediction service, read from the environment.
+
+Nothing here runs at import time: `PredictSettings()` is built by `create_app()` and by the
+gunicorn config, each in the process that needs it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path.home() / ".local" / "share" / "nyctaxi"
+
+
+class PredictSettings(BaseSettings):
+    """Which model to serve, where from, how to run the server and what input it accepts.
+
+    The shared variables (MLFLOW_TRACKING_URI, MODEL_NAME, MODEL_ALIAS, NYCTAXI_HOME) keep their
+    names; the service's own ones start with PREDICT_.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="PREDICT_", env_file=None, extra="ignore", populate_by_name=True
+    )
+
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "mlflow_tracking_uri"),
+        description="MLflow tracking server (or store); unset: the pipeline's local SQLite store.",
+    )
+    nyctaxi_home: Path = Field(
+        default_factory=_default_home,
+        validation_alias=AliasChoices("NYCTAXI_HOME", "nyctaxi_home"),
+        description="Local state folder; holds the local MLflow store when no URI is set.",
+    )
+    model_name: str = Field(
+        default="nyc-taxi-duration", validation_alias=AliasChoices("MODEL_NAME", "model_name")
+    )
+    model_alias: str = Field(
+        default="champion", validation_alias=AliasChoices("MODEL_ALIAS", "model_alias")
+    )
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=9696, ge=1, le=65535)
+    workers: int = Field(default=2, ge=1, description="gunicorn worker processes")
+    worker_class: str = Field(default="sync", description="gunicorn worker class: sync or gthread")
+    threads: int = Field(default=1, ge=1, description="threads per worker (gthread only)")
+    model_threads: int = Field(
+        default=1, ge=1, description="XGBoost threads per worker; 1 because workers are processes"
+    )
+
+    reload_interval_seconds: float = Field(
+        default=5.0, gt=0, description="how often each worker asks the registry where the alias is"
+    )
+    retry_interval_seconds: float = Field(
+        default=2.0, gt=0, description="how often to retry while no model is loaded"
+    )
+    max_batch_rides: int = Field(default=10_000, ge=1, description="rides per request, at most")
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="request body size, at most"
+    )
+    max_trip_distance: float = Field(
+        default=100.0, gt=0, description="larger trip_distance values (miles) are rejected"
+    )
+
+    def tracking_uri(self) -> str:
+        """The configured MLflow URI, else the local store the training CLI writes by default."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.nyctaxi_home / 'mlflow' / 'mlflow.db'}"

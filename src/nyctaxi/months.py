@@ -1,0 +1,83 @@
+"""Months of TLC data ("YYYY-MM"): parsing, bounds, and where a month's file lives."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+TLC_BASE_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data"
+RAW_KEY_PREFIX = "raw/green"
+
+_MONTH_PATTERN = re.compile(r"(\d{4})-(\d{2})")
+# TLC trip records start in 2009 (green taxis in 2013); anything earlier is a typo.
+_FIRST_YEAR = 2009
+_LAST_YEAR = 2100
+
+
+@dataclass(frozen=True, order=True)
+class Month:
+    """A calendar month. `str(month)` gives "YYYY-MM"."""
+
+    year: int
+    month: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.month <= 12:
+            raise ValueError(f"month must be 1..12, got {self.month} (in {self.year}-{self.month})")
+        if not _FIRST_YEAR <= self.year <= _LAST_YEAR:
+            raise ValueError(
+                f"year must be {_FIRST_YEAR}..{_LAST_YEAR} (TLC records start in 2009), "
+                f"got {self.year}"
+            )
+
+    @classmethod
+    def parse(cls, text: str | Month) -> Month:
+        """Parse "YYYY-MM" (surrounding whitespace allowed); a Month is returned as is."""
+        if isinstance(text, Month):
+            return text
+        if not isinstance(text, str):
+            raise ValueError(f"expected a month as 'YYYY-MM', got {type(text).__name__} {text!r}")
+        match = _MONTH_PATTERN.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(f"expected a month as 'YYYY-MM' (e.g. '2023-01'), got {text!r}")
+        return cls(int(match.group(1)), int(match.group(2)))
+
+    def __str__(self) -> str:
+        return f"{self.year:04d}-{self.month:02d}"
+
+    @property
+    def start(self) -> datetime:
+        """First instant of the month (naive, NYC wall-clock time like the TLC timestamps)."""
+        return datetime(self.year, self.month, 1)
+
+    @property
+    def end(self) -> datetime:
+        """First instant of the next month (exclusive bound)."""
+        return self.next().start
+
+    def next(self) -> Month:
+        return Month(self.year + self.month // 12, self.month % 12 + 1)
+
+    def previous(self) -> Month:
+        return Month(self.year - (self.month == 1), (self.month - 2) % 12 + 1)
+
+
+def parse_month(text: str | Month) -> Month:
+    """Parse "YYYY-MM" into a Month; ValueError with the offending text otherwise."""
+    return Month.parse(text)
+
+
+def file_name(month: str | Month) -> str:
+    """The TLC file name of a month, e.g. green_tripdata_2023-01.parquet."""
+    return f"green_tripdata_{parse_month(month)}.parquet"
+
+
+def tlc_url(month: str | Month, base_url: str = TLC_BASE_URL) -> str:
+    """Where TLC publishes the month."""
+    return f"{base_url.rstrip('/')}/{file_name(month)}"
+
+
+def s3_key(month: str | Month, prefix: str = RAW_KEY_PREFIX) -> str:
+    """The stable key of a raw month in the bucket, e.g. raw/green/2023-01.parquet."""
+    return f"{prefix.strip('/')}/{parse_month(month)}.parquet"

@@ -1,0 +1,212 @@
+"""One-shot, idempotent bootstrap of a running stack: `python -m nyctaxi.stack.bootstrap`.
+
+In order: wait (bounded) for the Prefect API; create the process work pool; register the
+deployments of prefect.yaml (`prefect --no-prompt deploy --all`, in the background, skipped when
+prefect.yaml and flows/ are unchanged since the last registration); with an S3 endpoint, create
+the buckets and the AwsCredentials / S3Bucket blocks; create (or remove, when NOTIFY_WEBHOOK_URL
+is unset) the notification automations; wait (bounded) for MLflow; on the native stack, mark
+runs whose process died with the stack Crashed; with an S3 endpoint, seed the raw-data bucket
+through the ingest flow; start the first training run unless a champion exists or a training
+run is already on its way.
+
+Every step checks before it acts, so re-running it changes nothing that is already right.
+Concurrent bootstraps on one machine are serialised by a lock file under NYCTAXI_HOME.
+Exit status 0 on success, 1 with the reason in the log otherwise. With --stay-up it idles after
+success, for process managers that stop everything when one process exits (honcho).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import logging
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.settings import PREFECT_API_URL
+
+from nyctaxi.stack import automations, blocks, deployments, first_run
+from nyctaxi.stack.settings import BootstrapSettings
+from nyctaxi.stack.waiting import ServiceNotReady, http_probe, mlflow_health_url, wait_until
+
+logger = logging.getLogger("nyctaxi.stack.bootstrap")
+
+
+class BootstrapError(RuntimeError):
+    """The stack cannot be bootstrapped; the message says what to fix."""
+
+
+def prefect_api_url(settings: BootstrapSettings) -> str:
+    url = settings.prefect_api_url or PREFECT_API_URL.value()
+    if not url:
+        raise BootstrapError(
+            "PREFECT_API_URL is not set: the bootstrap configures a running Prefect server "
+            "(e.g. http://127.0.0.1:4200/api) or Prefect Cloud workspace"
+        )
+    return url
+
+
+def prefect_probe() -> str | None:
+    with get_client(sync_client=True) as client:
+        error = client.api_healthcheck()
+    return None if error is None else f"{type(error).__name__}: {error}"
+
+
+def wait_for_prefect(settings: BootstrapSettings) -> None:
+    what = f"Prefect API {prefect_api_url(settings)}"
+    wait_until(prefect_probe, what=what, timeout=settings.bootstrap_timeout_seconds)
+
+
+def wait_for_mlflow(settings: BootstrapSettings) -> None:
+    health = mlflow_health_url(settings.mlflow_tracking_uri)
+    if health is not None:
+        what = f"MLflow {settings.mlflow_tracking_uri}"
+        wait_until(http_probe(health), what=what, timeout=settings.bootstrap_timeout_seconds)
+
+
+@contextlib.contextmanager
+def bootstrap_lock(home: Path, timeout: float) -> Iterator[None]:
+    """Serialise bootstraps on this machine (e.g. `make run` with several workers)."""
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / "bootstrap.lock").open("w") as handle:
+
+        def probe() -> str | None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return "another bootstrap holds the lock"
+            return None
+
+        wait_until(probe, what="bootstrap lock", timeout=timeout)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def seed_raw_bucket(months: list[str]) -> None:
+    """Land the months in the raw-data bucket through the ingest flow (skips keys present)."""
+    from flows.ingest import ingest_flow  # the flow package is only needed for this step
+
+    for ingested in ingest_flow(months=months, require_bucket=True):
+        logger.info(
+            "seeded %s from %s -> %s", ingested.month, ingested.found_in, ingested.bucket_key
+        )
+
+
+def bootstrap(settings: BootstrapSettings) -> None:
+    wait_for_prefect(settings)
+    with get_client(sync_client=True) as client, contextlib.ExitStack() as stack:
+        deployments.ensure_work_pool(client)
+        finish_deploy = None
+        if settings.bootstrap_deploy:
+            finish_deploy = start_deploy(client, settings, stack)
+        if settings.s3_enabled:
+            blocks.ensure_buckets(settings, [settings.raw_bucket, settings.mlflow_artifacts_bucket])
+            blocks.save_storage_blocks(settings)
+        configure_notifications(client, settings)
+        wait_for_mlflow(settings)
+        if finish_deploy is not None:
+            finish_deploy()
+        if not settings.bootstrap_train:
+            logger.info("BOOTSTRAP_TRAIN=false: no first training run")
+            return
+        if settings.bootstrap_crash_orphaned_runs:
+            first_run.crash_orphaned_runs(client)
+        deployment = settings.first_run_deployment
+        if settings.s3_enabled:
+            seed_raw_bucket(deployments.deployment_months(client, deployment, date.today()))
+        first_run.maybe_start_first_run(
+            client, settings.mlflow_tracking_uri, settings.model_name, deployment
+        )
+
+
+def start_deploy(
+    client: SyncPrefectClient, settings: BootstrapSettings, stack: contextlib.ExitStack
+) -> Callable[[], None] | None:
+    """Start `prefect deploy --all` unless nothing changed; return what waits for it.
+
+    The command is slow to start (it imports the flows), so it runs while the bootstrap carries on.
+    """
+    prefect_file = settings.prefect_file.resolve()
+    digest = deployments.sources_digest(prefect_file)
+    if not settings.bootstrap_redeploy and deployments.deployments_current(
+        client, digest, settings.first_run_deployment
+    ):
+        logger.info("deployments up to date (prefect.yaml and flows/ unchanged since registered)")
+        return None
+    finish = stack.enter_context(
+        deployments.deploying(
+            prefect_file, app_dir=prefect_file.parent, api_url=prefect_api_url(settings)
+        )
+    )
+
+    def finish_and_record() -> None:
+        finish()
+        deployments.record_deployed(digest)
+
+    return finish_and_record
+
+
+def configure_notifications(client: SyncPrefectClient, settings: BootstrapSettings) -> None:
+    """Automations calling NOTIFY_WEBHOOK_URL; removed when it is unset (notifications off)."""
+    if settings.notify_webhook_url is None:
+        logger.info("NOTIFY_WEBHOOK_URL unset: notifications off")
+        automations.remove_automations(client)
+        return
+    block_id = blocks.save_webhook_block(settings.notify_webhook_url.get_secret_value())
+    specs = automations.notification_automations(block_id, settings.promoted_resource_id)
+    automations.apply_automations(client, specs)
+
+
+def stay_up() -> None:
+    """Idle until honcho stops the stack: a Procfile process that exits stops all the others."""
+    logger.info("bootstrap done; idling until the stack stops")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.pause()
+
+
+def configure_logging() -> None:
+    """Our own handler on the `nyctaxi` logger: Prefect's logging setup resets the root logger."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    package_logger = logging.getLogger("nyctaxi")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+    package_logger.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Bootstrap a running stack (idempotent).")
+    parser.add_argument(
+        "--stay-up",
+        action="store_true",
+        help="after success, idle until stopped (for process managers such as honcho)",
+    )
+    args = parser.parse_args(argv)
+    configure_logging()
+    try:
+        settings = BootstrapSettings()
+        with bootstrap_lock(settings.nyctaxi_home, settings.bootstrap_timeout_seconds):
+            bootstrap(settings)
+    except (BootstrapError, ServiceNotReady, deployments.DeployError) as error:
+        logger.error("bootstrap failed: %s", error)
+        return 1
+    except Exception:
+        logger.exception("bootstrap failed")
+        return 1
+    if args.stay_up:
+        stay_up()
+    else:
+        logger.info("bootstrap done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

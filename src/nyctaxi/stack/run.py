@@ -1,0 +1,149 @@
+"""Native launcher (`make run`): resolve the stack's environment, then hand over to honcho.
+
+    python -m nyctaxi.stack.run [PROCESS ...]      # default: every process of the Procfile
+
+Embedded defaults when `.env` / the environment says nothing else: SQLite for Prefect and MLflow
+and a local artifact folder, all under NYCTAXI_HOME/stack (never the cwd). Postgres or an S3
+endpoint are used when PREFECT_API_DATABASE_CONNECTION_URL, MLFLOW_BACKEND_STORE_URI or
+S3_ENDPOINT_URL are set. The real environment wins over `.env`.
+
+honcho starts every Procfile process, prefixes their logs, and stops all of them when one exits
+or on Ctrl-C. The launcher replaces itself with honcho (exec), so signals reach honcho directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from nyctaxi.stack.settings import LocalStackSettings
+
+# Procfile process -> the setting holding the port it listens on.
+PROCESS_PORTS = {"prefect": "prefect_port", "mlflow": "mlflow_port", "predict": "predict_port"}
+
+
+def stack_environment(
+    settings: LocalStackSettings, environ: Mapping[str, str], *, app_dir: Path, venv_bin: Path
+) -> dict[str, str]:
+    """The environment every Procfile process gets: `environ` plus the stack's defaults."""
+    state = settings.state_dir
+    host = settings.local_host
+    s3 = settings.s3_endpoint_url
+    prefect_api = settings.prefect_api_url or f"http://{host}:{settings.prefect_port}/api"
+    artifacts = (
+        f"s3://{settings.mlflow_artifacts_bucket}" if s3 else str(state / "mlflow" / "artifacts")
+    )
+    defaults = {
+        "NYCTAXI_HOME": str(settings.nyctaxi_home.expanduser()),
+        "NYCTAXI_APP_DIR": str(app_dir),
+        "PREFECT_HOME": str(state / "prefect"),
+        "PREFECT_API_URL": prefect_api,
+        "PREFECT_UI_API_URL": prefect_api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # The worker asks for runs this often (default 10 s): the first model is served sooner.
+        "PREFECT_WORKER_QUERY_SECONDS": "5",
+        # The bootstrap runs on the workers' machine here, so it can tell orphaned runs.
+        "BOOTSTRAP_CRASH_ORPHANED_RUNS": "true",
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri
+        or f"http://{host}:{settings.mlflow_port}",
+        "MLFLOW_BACKEND_STORE_URI": settings.mlflow_backend_store_uri
+        or f"sqlite:///{state / 'mlflow' / 'mlflow.db'}",
+        "MLFLOW_ARTIFACTS_DESTINATION": settings.mlflow_artifacts_destination or artifacts,
+        # MLflow 3's job runner (GenAI scorers, trace archival) is not used here: it only costs
+        # a dozen processes on a small machine.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if s3:
+        defaults["MLFLOW_S3_ENDPOINT_URL"] = s3
+    env = dict(environ)
+    for key, value in defaults.items():
+        if not env.get(key):
+            env[key] = value
+    env.update(
+        BIND_HOST=settings.bind_host,
+        PREFECT_PORT=str(settings.prefect_port),
+        MLFLOW_PORT=str(settings.mlflow_port),
+        PREDICT_PORT=str(settings.predict_port),
+        PREDICT_HOST=env.get("PREDICT_HOST") or settings.bind_host,
+        MLFLOW_WORKERS=str(settings.mlflow_workers),
+        PATH=os.pathsep.join([str(venv_bin), env.get("PATH", "")]),
+    )
+    return env
+
+
+def honcho_command(
+    settings: LocalStackSettings, *, procfile: Path, app_dir: Path, processes: list[str]
+) -> list[str]:
+    # `--env /dev/null`: the environment is already resolved; honcho must not re-read `.env`
+    # (it would let `.env` override the real environment).
+    command = ["honcho", "start", "--procfile", str(procfile), "--app-root", str(app_dir)]
+    command += ["--env", os.devnull, "--concurrency", f"worker={settings.nyctaxi_workers}"]
+    return command + processes
+
+
+def busy_ports(settings: LocalStackSettings, processes: list[str]) -> list[str]:
+    """'name:port' of each process to start whose port is taken already."""
+    busy = []
+    for name, field in PROCESS_PORTS.items():
+        if processes and name not in processes:
+            continue
+        port = getattr(settings, field)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((settings.local_host, port))
+            except OSError:
+                busy.append(f"{name}:{port}")
+    return busy
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the whole stack as local processes.")
+    parser.add_argument("processes", nargs="*", help="Procfile processes (default: all)")
+    parser.add_argument("--procfile", type=Path, default=Path("Procfile"))
+    args = parser.parse_args(argv)
+
+    procfile = args.procfile.resolve()
+    app_dir = procfile.parent
+    environ = {k: v for k, v in dotenv_values(app_dir / ".env").items() if v is not None}
+    environ.update(os.environ)
+    settings = LocalStackSettings(**_settings_input(environ))
+    busy = busy_ports(settings, args.processes)
+    if busy:
+        print(  # noqa: T201 - the CLI's own output
+            f"port(s) in use: {', '.join(busy)}. Stop what uses them or choose others "
+            "(PREFECT_PORT, MLFLOW_PORT, PREDICT_PORT in .env).",
+            file=sys.stderr,
+        )
+        return 2
+    env = stack_environment(
+        settings, environ, app_dir=app_dir, venv_bin=Path(sys.executable).parent
+    )
+    for folder in ("prefect", "mlflow/artifacts"):
+        (settings.state_dir / folder).mkdir(parents=True, exist_ok=True)
+    print(  # noqa: T201 - the CLI's own output
+        f"nyctaxi stack: Prefect {env['PREFECT_API_URL'].removesuffix('/api')}  "
+        f"MLflow {env['MLFLOW_TRACKING_URI']}  predict http://{settings.local_host}:"
+        f"{settings.predict_port}  state {settings.state_dir}  (Ctrl-C stops everything)",
+        flush=True,
+    )
+    command = honcho_command(settings, procfile=procfile, app_dir=app_dir, processes=args.processes)
+    os.execvpe(str(Path(sys.executable).parent / "honcho"), command, env)
+    return 0  # not reached: exec replaced this process
+
+
+def _settings_input(environ: Mapping[str, str]) -> dict[str, str]:
+    """Settings fields found in `environ` (so `.env` values count, not only os.environ)."""
+    fields = LocalStackSettings.model_fields
+    return {name: environ[name.upper()] for name in fields if environ.get(name.upper())}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

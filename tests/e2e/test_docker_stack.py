@@ -1,0 +1,372 @@
+"""The Docker stack (docker-compose.yml) end to end, with locally built stand-in base images.
+
+No registry is reachable here, so the images the compose file pulls are replaced by stand-ins
+built from Debian packages (tests/fixtures/docker/build_standins.sh): python:3.11-slim and
+postgres:15 under their own tags, an s3rver-based MinIO stand-in through MINIO_IMAGE in the test's
+.env. The compose file itself is the one users get. Phases, each timed and printed:
+
+  engine      tests/fixtures/docker/ensure_engine.sh (installs and starts dockerd if needed)
+  standins    the stand-in base images (kept between runs)
+  build       `compose build` of the application image from uv.lock
+  first-up    `compose up -d` on empty volumes, until deployments exist, the bootstrap's training
+              run is Completed, MLflow has nyc-taxi-duration@champion and POST /predict answers
+  restart     `compose down`, `compose up -d --scale worker=3`: same champion, same model
+              versions, same training runs (no retraining), 3 healthy workers, /predict answers
+  teardown    `compose down -v` (always)
+
+The project name and every host port are unique to the run; everything goes to 127.0.0.1 only.
+NYCTAXI_DOCKER_E2E=0 skips it (machines without root or apt); CI runs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import requests
+import yaml
+
+from tests.servers import REPO_ROOT, free_port, taxi_data_dir
+
+pytestmark = [pytest.mark.e2e]
+
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "docker"
+S3_STANDIN = "nyctaxi-test/s3-standin:1"
+APP_IMAGE = "nyctaxi/app:e2e"
+MODEL = "nyc-taxi-duration"
+TRAINING_FLOW = "training"
+DEPLOYMENTS = {"train-local", "train-s3"}
+ONE_SHOT = {"create-buckets", "bootstrap"}
+RIDE = {
+    "PULocationID": 43,
+    "DOLocationID": 151,
+    "trip_distance": 1.2,
+    "lpep_pickup_datetime": "2023-03-01T08:15:00",
+}
+FIRST_UP_DEADLINE = 1200  # empty volumes: MLflow migrations, bootstrap, one training run
+RESTART_DEADLINE = 900
+WORKERS = 3
+
+T = TypeVar("T")
+
+
+# -- static checks of the compose file (no engine needed) ---------------------------------------
+
+
+def compose_spec() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def test_compose_file_follows_the_house_rules() -> None:
+    spec = compose_spec()
+    assert "version" not in spec, "Compose Specification: no version key"
+    services: dict[str, dict[str, Any]] = spec["services"]
+    for name, service in services.items():
+        assert "container_name" not in service, f"{name}: container_name breaks --scale"
+        long_running = service.get("restart") != "no"
+        assert long_running != (name in ONE_SHOT), f"{name}: restart policy"
+        if long_running:
+            assert "healthcheck" in service, f"{name}: long-running service without healthcheck"
+        for port in service.get("ports", []):
+            assert str(port).startswith("${BIND_ADDRESS:-127.0.0.1}:"), f"{name}: {port}"
+        for dependency, condition in service.get("depends_on", {}).items():
+            expected = (
+                "service_completed_successfully" if dependency in ONE_SHOT else ("service_healthy")
+            )
+            assert condition == {"condition": expected}, f"{name} -> {dependency}"
+        command = " ".join(map(str, service.get("command", [])))
+        assert not re.search(r"\bpip install\b|\bsleep\b", command), f"{name}: {command}"
+        for volume in service.get("volumes", []):
+            host = str(volume).split(":")[0]
+            assert host not in {".", "./", "${PWD}"}, f"{name}: the repo is bind-mounted"
+    assert "ports" not in services["worker"], "workers must scale: no fixed host ports"
+    text = COMPOSE_FILE.read_text()
+    for secret in ("POSTGRES_PASSWORD", "PREFECT_DB_PASSWORD", "MLFLOW_DB_PASSWORD"):
+        assert re.search(rf"\${{{secret}:\?", text), f"{secret} must be required, no default"
+    assert re.search(r"\$\{MINIO_ROOT_PASSWORD:\?", text)
+    assert re.search(r"\$\{MINIO_IMAGE:-minio/minio:RELEASE\.", text), "pinned, overridable"
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def wait_for(what: str, probe: Callable[[], tuple[T | None, str]], timeout: float) -> T:
+    """Poll `probe` (returns (value, reason)) until it gives a value; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    reason = "not probed yet"
+    while True:
+        try:
+            value, reason = probe()
+        except requests.RequestException as error:
+            value, reason = None, f"{type(error).__name__}: {error}"
+        if value is not None:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not reached within {timeout:.0f}s; last: {reason}")
+        time.sleep(3)
+
+
+def compose_command() -> list[str]:
+    if forced := os.environ.get("NYCTAXI_COMPOSE"):
+        return forced.split()
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+    if probe.returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise AssertionError("neither `docker compose` nor `docker-compose` is available")
+
+
+class Stack:
+    """One compose project: its .env, its ports, and the commands and APIs it answers."""
+
+    def __init__(self, env_file: Path, ports: dict[str, int]) -> None:
+        self.project = f"nyctaxi-e2e-{secrets.token_hex(4)}"
+        self.env_file = env_file
+        self.ports = ports
+        self.http = requests.Session()
+        self.http.trust_env = False  # loopback only, never through a proxy
+        # Variables of the shell win over --env-file: keep ours from being overridden (the
+        # Makefile exports a developer's .env into the environment of the tests).
+        names = {line.split("=", 1)[0] for line in env_file.read_text().splitlines() if "=" in line}
+        self.process_env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in names and not key.startswith("COMPOSE_")
+        }
+
+    def compose(self, *args: str, timeout: float = 1200, check: bool = True) -> str:
+        command = [*compose_command(), "-f", str(COMPOSE_FILE), "--env-file", str(self.env_file)]
+        command += ["-p", self.project, *args]
+        result = subprocess.run(
+            command,
+            cwd=REPO_ROOT,
+            env=self.process_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+            )
+        return result.stdout
+
+    def url(self, service: str, path: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}{path}"
+
+    # Prefect
+    def deployment_names(self) -> tuple[set[str] | None, str]:
+        response = self.http.post(self.url("PREFECT_PORT", "/api/deployments/filter"), json={})
+        response.raise_for_status()
+        names = {item["name"] for item in response.json()}
+        return (names if names >= DEPLOYMENTS else None), f"deployments: {sorted(names)}"
+
+    def training_runs(self) -> dict[str, str]:
+        """Training flow runs by id -> state type."""
+        body = {"flows": {"name": {"any_": [TRAINING_FLOW]}}, "limit": 200}
+        response = self.http.post(self.url("PREFECT_PORT", "/api/flow_runs/filter"), json=body)
+        response.raise_for_status()
+        return {run["id"]: run["state_type"] for run in response.json()}
+
+    def completed_training(self) -> tuple[dict[str, str] | None, str]:
+        runs = self.training_runs()
+        broken = {run: state for run, state in runs.items() if state in {"FAILED", "CRASHED"}}
+        assert not broken, f"training runs failed: {broken}"
+        done = "COMPLETED" in runs.values()
+        return (runs if done else None), f"training runs: {runs or 'none yet'}"
+
+    # MLflow
+    def champion(self) -> tuple[dict[str, Any] | None, str]:
+        response = self.http.get(
+            self.url("MLFLOW_PORT", "/api/2.0/mlflow/registered-models/alias"),
+            params={"name": MODEL, "alias": "champion"},
+        )
+        if response.status_code != 200:
+            return None, f"alias lookup answered {response.status_code}: {response.text[:200]}"
+        return response.json()["model_version"], "found"
+
+    def model_versions(self) -> list[str]:
+        response = self.http.get(
+            self.url("MLFLOW_PORT", "/api/2.0/mlflow/model-versions/search"),
+            params={"filter": f"name='{MODEL}'"},
+        )
+        response.raise_for_status()
+        return sorted(v["version"] for v in response.json().get("model_versions", []))
+
+    # predict
+    def prediction(self) -> tuple[dict[str, Any] | None, str]:
+        response = self.http.post(self.url("PREDICT_PORT", "/predict"), json=RIDE, timeout=10)
+        if response.status_code != 200:
+            return None, f"/predict answered {response.status_code}: {response.text[:200]}"
+        return response.json(), "ok"
+
+    # containers
+    def container_states(self, service: str) -> list[dict[str, Any]]:
+        ids = self.compose("ps", "-q", service).split()
+        if not ids:
+            return []
+        out = subprocess.run(
+            ["docker", "inspect", *ids], capture_output=True, text=True, check=True
+        ).stdout
+        return [container["State"] for container in json.loads(out)]
+
+    def healthy_workers(self) -> tuple[int | None, str]:
+        states = self.container_states("worker")
+        health = [state.get("Health", {}).get("Status") for state in states]
+        count = health.count("healthy")
+        return (count if count == WORKERS else None), f"worker health: {health}"
+
+    def logs(self) -> str:
+        return self.compose("ps", check=False) + self.compose("logs", "--tail=60", check=False)
+
+
+@contextlib.contextmanager
+def phase(name: str, timings: dict[str, float]) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[name] = time.monotonic() - started
+        print(f"[docker e2e] {name}: {timings[name]:.0f}s", flush=True)
+
+
+def write_env_file(path: Path, ports: dict[str, int], data_dir: Path) -> None:
+    values = {
+        "BIND_ADDRESS": "127.0.0.1",
+        "PUBLIC_HOST": "localhost",
+        "NYCTAXI_IMAGE": APP_IMAGE,
+        "PYTHON_IMAGE": "python:3.11-slim",
+        "POSTGRES_USER": "nyctaxi",
+        "POSTGRES_PASSWORD": secrets.token_hex(16),
+        "PREFECT_DB_PASSWORD": secrets.token_hex(16),
+        "MLFLOW_DB_PASSWORD": secrets.token_hex(16),
+        "MINIO_IMAGE": S3_STANDIN,
+        "MINIO_ROOT_USER": "nyctaxi-e2e",
+        "MINIO_ROOT_PASSWORD": secrets.token_hex(16),
+        "TAXI_DATA_HOST_DIR": str(data_dir),
+        "TLC_ALLOW_DOWNLOAD": "false",  # tests never reach the internet
+        "NOTIFY_WEBHOOK_URL": "",
+        "MLFLOW_WORKERS": "1",
+        "PREDICT_WORKERS": "1",
+        **{name: str(port) for name, port in ports.items()},
+    }
+    path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+
+
+def run_script(script: str, timeout: float) -> None:
+    result = subprocess.run(
+        ["bash", str(FIXTURES / script)], capture_output=True, text=True, timeout=timeout
+    )
+    print(result.stdout, end="", flush=True)
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
+
+
+# -- the end-to-end test -----------------------------------------------------------------------
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(3000)
+def test_docker_stack_first_start_restart_and_scale(tmp_path: Path) -> None:
+    if os.environ.get("NYCTAXI_DOCKER_E2E") == "0":
+        pytest.skip("NYCTAXI_DOCKER_E2E=0: Docker end-to-end test switched off")
+    data_dir = taxi_data_dir()
+    assert any(data_dir.glob("green_tripdata_*.parquet")), f"no TLC months in {data_dir}"
+    timings: dict[str, float] = {}
+
+    with phase("engine", timings):
+        run_script("ensure_engine.sh", timeout=600)
+    if (REPO_ROOT / ".env.example").exists():  # the bar: config is valid with the example
+        Stack(REPO_ROOT / ".env.example", {}).compose("config", "-q")
+    with phase("standins", timings):
+        run_script("build_standins.sh", timeout=1500)
+
+    ports = {
+        name: free_port() for name in ("PREFECT_PORT", "MLFLOW_PORT", "PREDICT_PORT", "MINIO_PORT")
+    }
+    ports["MINIO_CONSOLE_PORT"] = free_port()
+    env_file = tmp_path / "stack.env"
+    write_env_file(env_file, ports, data_dir)
+    stack = Stack(env_file, ports)
+    print(f"[docker e2e] project {stack.project}, ports {ports}", flush=True)
+
+    try:
+        with phase("build", timings):
+            stack.compose("build", timeout=1800)
+        with phase("first-up", timings):
+            check_first_start(stack)
+        first = snapshot(stack)
+        with phase("restart", timings):
+            stack.compose("down", timeout=300)
+            stack.compose("up", "-d", "--scale", f"worker={WORKERS}", timeout=RESTART_DEADLINE)
+            check_restart(stack, first)
+    except BaseException:
+        print(stack.logs(), flush=True)
+        raise
+    finally:
+        with phase("teardown", timings):
+            stack.compose("down", "-v", "--remove-orphans", timeout=300, check=False)
+        print(f"[docker e2e] phases: {json.dumps({k: round(v) for k, v in timings.items()})}")
+
+
+def check_first_start(stack: Stack) -> None:
+    started = time.monotonic()
+    stack.compose("up", "-d", timeout=FIRST_UP_DEADLINE)
+
+    def left() -> float:
+        return max(FIRST_UP_DEADLINE - (time.monotonic() - started), 30)
+
+    names = wait_for("Prefect deployments", stack.deployment_names, left())
+    print(f"[docker e2e] deployments: {sorted(names)}", flush=True)
+    ui = stack.http.get(stack.url("PREFECT_PORT", "/ui-settings")).json()
+    assert ui["api_url"] == f"http://localhost:{stack.ports['PREFECT_PORT']}/api", ui
+    runs = wait_for("a Completed training run", stack.completed_training, left())
+    champion = wait_for(f"{MODEL}@champion", stack.champion, left())
+    answer = wait_for("POST /predict", stack.prediction, left())
+    assert answer["duration"] > 0, answer
+    assert answer["model"]["version"] == champion["version"], (answer, champion)
+    print(
+        f"[docker e2e] first start to first prediction: {time.monotonic() - started:.0f}s; "
+        f"training runs {runs}; champion v{champion['version']}; prediction {answer}",
+        flush=True,
+    )
+
+
+def snapshot(stack: Stack) -> dict[str, Any]:
+    champion, _ = stack.champion()
+    assert champion is not None
+    return {
+        "champion": champion["version"],
+        "versions": stack.model_versions(),
+        "training_runs": stack.training_runs(),
+    }
+
+
+def check_restart(stack: Stack, before: dict[str, Any]) -> None:
+    for service in ONE_SHOT:  # `up -d` returned: the one-shot jobs have run again
+        states = stack.container_states(service)
+        assert [s["ExitCode"] for s in states] == [0], f"{service}: {states}"
+    answer = wait_for("POST /predict after restart", stack.prediction, RESTART_DEADLINE)
+    assert answer["model"]["version"] == before["champion"], answer
+    after = snapshot(stack)
+    assert after["champion"] == before["champion"], (before, after)
+    assert after["versions"] == before["versions"], "a model version was lost or added"
+    assert after["training_runs"] == before["training_runs"], "training runs lost or retrained"
+    workers = wait_for(f"{WORKERS} healthy workers", stack.healthy_workers, RESTART_DEADLINE)
+    print(
+        f"[docker e2e] after restart: champion v{after['champion']}, versions "
+        f"{after['versions']}, {len(after['training_runs'])} training run(s), {workers} workers",
+        flush=True,
+    )

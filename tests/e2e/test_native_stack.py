@@ -1,0 +1,305 @@
+"""The native stack (`make run`) end to end, on a real Postgres and a real S3 endpoint.
+
+Starts `python -m nyctaxi.stack.run` (what `make run` runs once the venv exists) with a throwaway
+Postgres cluster for Prefect and MLflow, moto's S3 server standing in for MinIO and a local
+webhook receiver, all on free loopback ports. Then: the bootstrap trains and the first model is
+served (the time from start to the first good /predict is printed: the issue's bar is 180 s on
+an otherwise idle machine), a deployment run triggered through the Prefect API completes and
+registers a second version, a run on a month that exists nowhere fails and the webhook hears of
+it, Ctrl-C stops every process, and a restart serves the same champion without retraining.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import boto3
+import pytest
+from mlflow.tracking import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from tests.servers import (
+    REPO_ROOT,
+    S3Endpoint,
+    free_port,
+    moto_s3_server,
+    postgres_cluster,
+    taxi_data_dir,
+)
+from tests.webhooks import WebhookReceiver, webhook_receiver
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+
+MODEL = "nyc-taxi-duration"
+RIDE = {
+    "PULocationID": 43,
+    "DOLocationID": 151,
+    "trip_distance": 1.2,
+    "lpep_pickup_datetime": "2023-03-01T08:15:00",
+}
+MARKER = "NYCTAXI_E2E_STACK_ID"  # every process the stack starts inherits it
+STARTUP_DEADLINE = 900  # a loaded 2-core machine is much slower than the 180 s bar
+RUN_DEADLINE = 600
+
+
+def stack_environment(tmp_path: Path, pg_dsns: dict[str, str], s3: S3Endpoint, hook: str) -> dict:
+    ports = {"PREFECT_PORT": free_port(), "MLFLOW_PORT": free_port(), "PREDICT_PORT": free_port()}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update({name: str(port) for name, port in ports.items()})
+    env.update(
+        {
+            MARKER: uuid4().hex,
+            "NYCTAXI_HOME": str(tmp_path / "home"),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://{pg_dsns['prefect']}",
+            "MLFLOW_BACKEND_STORE_URI": f"postgresql+psycopg2://{pg_dsns['mlflow']}",
+            "S3_ENDPOINT_URL": s3.url,
+            **s3.client_env(),
+            "TAXI_DATA_DIR": str(taxi_data_dir()),
+            "TLC_ALLOW_DOWNLOAD": "false",  # tests never reach the internet
+            "NOTIFY_WEBHOOK_URL": hook,
+            "PREDICT_WORKERS": "1",
+        }
+    )
+    return env
+
+
+def stack_urls(env: dict) -> tuple[str, str, str]:
+    return (
+        f"http://127.0.0.1:{env['PREFECT_PORT']}/api",
+        f"http://127.0.0.1:{env['MLFLOW_PORT']}",
+        f"http://127.0.0.1:{env['PREDICT_PORT']}/predict",
+    )
+
+
+def marked_processes(marker: str) -> list[int]:
+    """PIDs of live processes whose environment carries this stack's marker."""
+    needle = f"{MARKER}={marker}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def log_tail(log_file: Path, lines: int = 60) -> str:
+    return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def native_stack(env: dict, log_file: Path) -> Iterator[subprocess.Popen]:
+    """`python -m nyctaxi.stack.run` in its own session; stopped like Ctrl-C (SIGINT to honcho)."""
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nyctaxi.stack.run"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        stop_stack(process, env[MARKER])
+
+
+def stop_stack(process: subprocess.Popen, marker: str) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    # Safety net for a failing test; the test asserts there is nothing left before it gets here.
+    for pid in marked_processes(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def post_ride(url: str) -> dict | None:
+    request = urllib.request.Request(
+        url, data=json.dumps(RIDE).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def wait_for_prediction(url: str, process: subprocess.Popen, log_file: Path) -> dict:
+    deadline = time.monotonic() + STARTUP_DEADLINE
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the stack stopped:\n{log_tail(log_file)}"
+        answer = post_ride(url)
+        if answer is not None and "duration" in answer:
+            return answer
+        time.sleep(1)
+    raise AssertionError(f"no good /predict after {STARTUP_DEADLINE}s:\n{log_tail(log_file)}")
+
+
+def wait_for_final_state(flow_run_id, log_file: Path) -> FlowRun:
+    deadline = time.monotonic() + RUN_DEADLINE
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            flow_run = client.read_flow_run(flow_run_id)
+            if flow_run.state is not None and flow_run.state.is_final():
+                return flow_run
+            time.sleep(1)
+    raise AssertionError(f"flow run {flow_run_id} not finished:\n{log_tail(log_file)}")
+
+
+def training_runs() -> list[FlowRun]:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["training"])))
+
+
+def raw_keys(s3: S3Endpoint) -> set[str]:
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3.url,
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key,
+        region_name=s3.region,
+    )
+    listing = client.list_objects_v2(Bucket="nyctaxi-raw", Prefix="raw/")
+    return {item["Key"] for item in listing.get("Contents", [])}
+
+
+def wait_for_log(log_file: Path, text: str, *, count: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + STARTUP_DEADLINE
+    while log_file.read_text(errors="replace").count(text) < count:
+        assert process.poll() is None, f"the stack stopped:\n{log_tail(log_file)}"
+        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{log_tail(log_file)}"
+        time.sleep(1)
+
+
+def assert_nothing_left(marker: str) -> None:
+    deadline = time.monotonic() + 15  # give the kernel time to reap the last exits
+    while marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    leftovers = marked_processes(marker)
+    details = [
+        Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200]
+        for pid in leftovers
+        if Path(f"/proc/{pid}").exists()
+    ]
+    assert not leftovers, f"processes left running after Ctrl-C: {details}"
+
+
+@pytest.fixture
+def backing_services(tmp_path: Path) -> Iterator[tuple[dict, S3Endpoint, WebhookReceiver]]:
+    with (
+        postgres_cluster() as pg,
+        moto_s3_server(tmp_path) as s3,
+        webhook_receiver() as hook,
+    ):
+        s3.create_bucket("nyctaxi-raw")
+        s3.create_bucket("mlflow-artifacts")
+        dsns = {name: pg.create_database(name) for name in ("prefect", "mlflow")}
+        yield dsns, s3, hook
+
+
+def test_native_stack_trains_serves_notifies_stops_cleanly_and_restarts_without_retraining(
+    tmp_path: Path, backing_services: tuple[dict, S3Endpoint, WebhookReceiver]
+) -> None:
+    dsns, s3, hook = backing_services
+    env = stack_environment(tmp_path, dsns, s3, hook.url)
+    prefect_api, mlflow_url, predict_url = stack_urls(env)
+    log_file = tmp_path / "stack.log"
+
+    started = time.monotonic()
+    with native_stack(env, log_file) as stack, temporary_settings({PREFECT_API_URL: prefect_api}):
+        first = wait_for_prediction(predict_url, stack, log_file)
+        elapsed = time.monotonic() - started
+        print(
+            f"\nnative stack (Postgres + S3): first good /predict {elapsed:.0f}s after start "
+            f"(bar: 180 s on an idle machine; load average now {os.getloadavg()[0]:.1f})"
+        )
+        assert first["duration"] > 0
+        assert first["model"] == {"name": MODEL, "version": "1", "alias": "champion"}
+
+        # The bootstrap's first run: promoted, announced, trained on months it seeded to S3.
+        promoted = hook.wait_for(
+            lambda b: b.get("kind") == "champion-promoted", timeout=120, what="champion-promoted"
+        )
+        assert promoted["payload"]["version"] == "1"
+        assert {"raw/green/2023-01.parquet", "raw/green/2023-02.parquet"} <= raw_keys(s3)
+
+        # A deployment run triggered through the Prefect API.
+        triggered = run_deployment(
+            "training/train-s3",
+            parameters={"train_month": "2023-03", "val_month": "2023-04"},
+            timeout=0,
+            as_subflow=False,
+        )
+        done = wait_for_final_state(triggered.id, log_file)
+        assert done.state.is_completed(), f"{done.state}\n{log_tail(log_file)}"
+        assert "raw/green/2023-03.parquet" in raw_keys(s3)
+
+        registry = MlflowClient(tracking_uri=mlflow_url, registry_uri=mlflow_url)
+        versions = registry.search_model_versions(f"name='{MODEL}'")
+        assert sorted(v.version for v in versions) == ["1", "2"]
+        champion = registry.get_model_version_by_alias(MODEL, "champion")
+        assert "val_rmse" in champion.tags
+        second = registry.get_model_version(MODEL, "2")
+        assert set(second.aliases) & {"champion", "challenger"}
+        served = post_ride(predict_url)
+        assert served is not None and served["duration"] > 0
+
+        # A run on a month that exists nowhere fails, and the webhook hears of it.
+        broken = run_deployment(
+            "training/train-s3",
+            parameters={"train_month": "2031-01", "val_month": "2031-02"},
+            timeout=0,
+            as_subflow=False,
+        )
+        failed = wait_for_final_state(broken.id, log_file)
+        assert failed.state.is_failed(), failed.state
+        notice = hook.wait_for(
+            lambda b: (
+                b.get("kind") == "training-run-failed" and b["flow_run"]["name"] == failed.name
+            ),
+            timeout=120,
+            what="training-run-failed",
+        )
+        assert "2031-01" in notice["flow_run"]["message"]
+        runs_before_restart = len(training_runs())
+        champion_version = champion.version
+
+    assert stack.returncode is not None
+    assert_nothing_left(env[MARKER])
+
+    # Restart on the same state: the same champion is served, nothing is retrained.
+    with native_stack(env, log_file) as stack, temporary_settings({PREFECT_API_URL: prefect_api}):
+        again = wait_for_prediction(predict_url, stack, log_file)
+        assert again["model"]["version"] == champion_version
+        wait_for_log(log_file, "bootstrap done", count=2, process=stack)
+        restart_log = log_file.read_text()
+        assert "first training run: skip" in restart_log
+        assert "deployments up to date" in restart_log
+        assert len(training_runs()) == runs_before_restart
+    assert_nothing_left(env[MARKER])

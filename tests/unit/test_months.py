@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from nyctaxi.months import Month, file_name, parse_month, s3_key, tlc_url
+
+
+def test_parse_gives_year_and_month() -> None:
+    month = parse_month("2023-01")
+    assert (month.year, month.month) == (2023, 1)
+    assert str(month) == "2023-01"
+
+
+def test_parse_strips_whitespace_and_passes_months_through() -> None:
+    assert parse_month(" 2021-02\n") == Month(2021, 2)
+    month = Month(2022, 3)
+    assert parse_month(month) is month
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("2023-1", "'2023-1'"),
+        ("23-01", "'23-01'"),
+        ("", "''"),
+        ("2023/01", "'2023/01'"),
+        ("2023-01-01", "'2023-01-01'"),
+        ("january", "'january'"),
+        ("2023-13", "month must be 1..12, got 13"),
+        ("2023-00", "month must be 1..12, got 0"),
+        ("1999-05", "got 1999"),
+    ],
+)
+def test_bad_months_raise_value_error_naming_the_input(text: str, says: str) -> None:
+    with pytest.raises(ValueError) as error:
+        parse_month(text)
+    assert says in str(error.value)
+
+
+def test_non_string_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="YYYY-MM"):
+        parse_month(202301)  # type: ignore[arg-type]
+
+
+def test_month_bounds_roll_over_the_year() -> None:
+    december = parse_month("2022-12")
+    assert december.start == datetime(2022, 12, 1)
+    assert december.end == datetime(2023, 1, 1)
+    assert december.next() == Month(2023, 1)
+    assert Month(2023, 1).previous() == december
+    assert Month(2023, 5).previous() == Month(2023, 4)
+
+
+def test_months_order_chronologically() -> None:
+    assert sorted([Month(2023, 2), Month(2021, 12), Month(2023, 1)]) == [
+        Month(2021, 12),
+        Month(2023, 1),
+        Month(2023, 2),
+    ]
+
+
+def test_file_name_url_and_key() -> None:
+    assert file_name("2023-01") == "green_tripdata_2023-01.parquet"
+    assert (
+        tlc_url("2023-01")
+        == "https://d37ci6vzurychx.cloudfront.net/trip-data/green_tripdata_2023-01.parquet"
+    )
+    assert tlc_url(Month(2021, 2), "http://127.0.0.1:8000/x/") == (
+        "http://127.0.0.1:8000/x/green_tripdata_2021-02.parquet"
+    )
+    assert s3_key("2023-01") == "raw/green/2023-01.parquet"
+    assert s3_key("2023-01", prefix="/data/raw/") == "data/raw/2023-01.parquet"

@@ -1,0 +1,118 @@
+"""The native launcher's environment: embedded defaults, opt-in Postgres / S3, env wins."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from nyctaxi.stack.run import busy_ports, honcho_command, stack_environment
+from nyctaxi.stack.settings import LocalStackSettings
+
+APP = Path("/srv/app")
+VENV_BIN = Path("/srv/app/.venv/bin")
+
+
+def settings(**values: object) -> LocalStackSettings:
+    return LocalStackSettings(_env_file=None, **values)
+
+
+def env_for(stack: LocalStackSettings, environ: dict[str, str] | None = None) -> dict[str, str]:
+    base = {"PATH": "/usr/bin"} if environ is None else environ
+    return stack_environment(stack, base, app_dir=APP, venv_bin=VENV_BIN)
+
+
+def test_embedded_defaults_live_under_nyctaxi_home_never_the_cwd(tmp_path: Path) -> None:
+    env = env_for(settings(nyctaxi_home=tmp_path))
+    assert env["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{tmp_path}/stack/mlflow/mlflow.db"
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"] == f"{tmp_path}/stack/mlflow/artifacts"
+    assert env["PREFECT_HOME"] == f"{tmp_path}/stack/prefect"
+    assert "PREFECT_API_DATABASE_CONNECTION_URL" not in env  # Prefect's SQLite in PREFECT_HOME
+    assert "MLFLOW_S3_ENDPOINT_URL" not in env
+    assert env["NYCTAXI_APP_DIR"] == str(APP)
+
+
+def test_clients_get_the_api_urls_of_the_configured_ports(tmp_path: Path) -> None:
+    stack = settings(
+        nyctaxi_home=tmp_path,
+        prefect_port=14200,
+        mlflow_port=15000,
+        predict_port=19696,
+        bind_host="0.0.0.0",
+    )
+    env = env_for(stack)
+    assert env["PREFECT_API_URL"] == "http://127.0.0.1:14200/api"
+    assert env["PREFECT_UI_API_URL"] == "http://127.0.0.1:14200/api"
+    assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:15000"
+    assert (env["PREFECT_PORT"], env["MLFLOW_PORT"], env["PREDICT_PORT"]) == (
+        "14200",
+        "15000",
+        "19696",
+    )
+    assert env["BIND_HOST"] == env["PREDICT_HOST"] == "0.0.0.0"
+
+
+def test_s3_endpoint_moves_mlflow_artifacts_to_the_bucket(tmp_path: Path) -> None:
+    stack = settings(
+        nyctaxi_home=tmp_path,
+        s3_endpoint_url="http://127.0.0.1:9000",
+        mlflow_artifacts_bucket="arts",
+    )
+    env = env_for(stack)
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://arts"
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+
+
+def test_values_from_the_environment_win_and_empty_ones_count_as_unset(tmp_path: Path) -> None:
+    environ = {
+        "PATH": "/usr/bin",
+        "MLFLOW_BACKEND_STORE_URI": "postgresql://mlflow@db/mlflow",
+        "PREFECT_API_DATABASE_CONNECTION_URL": "postgresql+asyncpg://prefect@db/prefect",
+        "PREFECT_UI_API_URL": "",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true",
+    }
+    env = env_for(settings(nyctaxi_home=tmp_path), environ)
+    assert env["MLFLOW_BACKEND_STORE_URI"] == "postgresql://mlflow@db/mlflow"
+    assert (
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] == environ["PREFECT_API_DATABASE_CONNECTION_URL"]
+    )
+    assert env["PREFECT_UI_API_URL"] == env["PREFECT_API_URL"]
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
+
+
+def test_the_venv_comes_first_on_path(tmp_path: Path) -> None:
+    env = env_for(settings(nyctaxi_home=tmp_path))
+    assert env["PATH"].split(":")[:2] == [str(VENV_BIN), "/usr/bin"]
+
+
+def test_honcho_ignores_dotenv_and_scales_workers(tmp_path: Path) -> None:
+    command = honcho_command(
+        settings(nyctaxi_home=tmp_path, nyctaxi_workers=3),
+        procfile=APP / "Procfile",
+        app_dir=APP,
+        processes=["worker"],
+    )
+    assert command[:2] == ["honcho", "start"]
+    assert command[command.index("--env") + 1] == "/dev/null"
+    assert command[command.index("--concurrency") + 1] == "worker=3"
+    assert command[-1] == "worker"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_busy_ports_names_the_process_whose_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stack = settings(
+            nyctaxi_home=tmp_path,
+            mlflow_port=port,
+            prefect_port=free_port(),
+            predict_port=free_port(),
+        )
+        assert busy_ports(stack, []) == [f"mlflow:{port}"]
+        assert busy_ports(stack, ["prefect", "predict"]) == []
