@@ -15,14 +15,20 @@ SHARED_DATA := $(abspath ../shared/data/tlc)
 ifneq ($(wildcard $(SHARED_DATA)/*.parquet),)
 export TAXI_DATA_DIR ?= $(SHARED_DATA)
 endif
-# Optional local overrides (see .env.example); the Makefile never requires a .env.
+# Optional local overrides (see .env.example); the Makefile never requires a .env. Only the
+# variables named in .env are exported, and variables set in your shell win over it.
 ifneq ($(wildcard .env),)
-include .env
-export
+DOTENV_NAMES := $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' .env)
+$(foreach name,$(DOTENV_NAMES),$(if $(filter environment,$(origin $(name))),,$(eval $(name) := $(shell sed -n 's/^$(name)=//p' .env | tail -n 1))))
+export $(DOTENV_NAMES)
 endif
+PREFECT_PORT ?= 4200
+MLFLOW_PORT ?= 5000
+PREDICT_PORT ?= 9696
 
 TRAIN_MONTH ?= 2023-01
 VAL_MONTH ?= 2023-02
+DEPLOYMENT ?= training/train-local
 
 .PHONY: help
 help: ## List the targets
@@ -53,9 +59,49 @@ format: setup ## Ruff: fix what can be fixed and format
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+.PHONY: run
+run: setup ## Run the whole stack as local processes (SQLite, local files); Ctrl-C stops it
+	$(BIN)/python -m nyctaxi.stack.run
+
+.PHONY: train
+train: setup ## Start a training run on the running stack (make run / make up): TRAIN_MONTH, VAL_MONTH
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} \
+	  $(BIN)/prefect deployment run $(DEPLOYMENT) \
+	  --param train_month=$(TRAIN_MONTH) --param val_month=$(VAL_MONTH)
+
 .PHONY: train-local
 train-local: setup ## Train once without any server (ephemeral Prefect, local MLflow store)
 	$(BIN)/python -m flows.training --train-month $(TRAIN_MONTH) --val-month $(VAL_MONTH)
+
+.PHONY: serve
+serve: setup ## Only the prediction service, on MLFLOW_TRACKING_URI (default: train-local's store)
+	$(BIN)/gunicorn --config services/predict/gunicorn_conf.py "services.predict.app:create_app()"
+
+.env:
+	cp .env.example .env
+	@echo "created .env from .env.example: change the change-me-* secrets before exposing the stack"
+
+.PHONY: up
+up: .env ## Docker: build the image and start the whole stack in the background
+	$(if $(TAXI_DATA_DIR),TAXI_DATA_HOST_DIR=$${TAXI_DATA_HOST_DIR:-$(TAXI_DATA_DIR)}) \
+	  $(COMPOSE) up -d --build
+	@echo "Prefect http://localhost:$(PREFECT_PORT)  MLflow http://localhost:$(MLFLOW_PORT)  predict http://localhost:$(PREDICT_PORT)/predict  (make ps, make logs)"
+
+.PHONY: down
+down: ## Docker: stop the stack, keep its data (volumes)
+	$(COMPOSE) down
+
+.PHONY: down-volumes
+down-volumes: ## Docker: stop the stack and delete its data (Postgres, MinIO volumes)
+	$(COMPOSE) down -v
+
+.PHONY: ps
+ps: ## Docker: services and their health
+	$(COMPOSE) ps
+
+.PHONY: logs
+logs: ## Docker: follow the logs of every service
+	$(COMPOSE) logs -f --tail=100
 
 .PHONY: test-unit
 test-unit: setup ## Unit tests (pure functions, no servers)
@@ -69,13 +115,24 @@ test-integration: setup ## Integration tests against real Prefect / MLflow / S3 
 test-e2e: setup ## End-to-end tests of the whole stack (native, then Docker)
 	$(BIN)/pytest tests/e2e
 
+.PHONY: test-e2e-docker
+test-e2e-docker: setup ## Only the Docker end-to-end test (installs and starts dockerd if needed, as root)
+	$(BIN)/pytest -m docker tests/e2e
+
 .PHONY: test
 test: setup ## All tests: unit, integration and end-to-end (the README's test command)
 	$(BIN)/pytest tests/unit tests/integration tests/e2e
 
 .PHONY: bench
-bench: setup ## Benchmarks: training vs the course recipe, serving vs mlflow models serve
+bench: bench-training bench-serving ## Both benchmarks
+
+.PHONY: bench-training
+bench-training: setup ## Training benchmark: our pipeline vs the course recipe, same months
 	$(BIN)/python bench/training.py --all
+
+.PHONY: bench-serving
+bench-serving: setup ## Serving benchmark: our service vs mlflow models serve (needs wrk)
+	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python bench/serving.py
 
 .PHONY: clean

@@ -154,6 +154,16 @@ def alive(process: subprocess.Popen[bytes], log_file: Path) -> bool:
     raise RuntimeError(f"{process.args[0]} exited with {process.returncode}:\n{tail}")
 
 
+def all_workers_ready(url: str) -> bool:
+    """/ready speaks for one worker; the gauge aggregated over workers (livemin) for all. A
+    worker still importing and loading would steal the CPU from the measurement."""
+    try:
+        text = requests.get(url + "/metrics", timeout=5).text
+    except requests.RequestException:
+        return False
+    return "predict_model_ready 1.0" in text.splitlines()
+
+
 @contextlib.contextmanager
 def our_service(tmp: Path, env: dict[str, str], worker_class: str) -> Iterator[Server]:
     port = free_port()
@@ -175,7 +185,7 @@ def our_service(tmp: Path, env: dict[str, str], worker_class: str) -> Iterator[S
     with running_process(args, log_file=log_file, env=service_env) as process:
         url = f"http://127.0.0.1:{port}"
         wait_until(
-            lambda: alive(process, log_file) and http_ok(url + "/ready"),
+            lambda: alive(process, log_file) and all_workers_ready(url),
             timeout=START_TIMEOUT,
             what="predict service",
             log_file=log_file,
@@ -340,7 +350,7 @@ def main() -> int:
             for name, server, path, payload in targets:
                 load = {"connections": args.connections, "workdir": tmp}
                 body = json.dumps(payload)
-                run_wrk(name, server, path, body, seconds=2, **load)  # warm-up
+                run_wrk(name, server, path, body, seconds=5, **load)  # warm-up: every worker
                 print(f"measuring {name} ...", flush=True)
                 results.append(run_wrk(name, server, path, body, seconds=args.duration, **load))
             batch_ms = batch_p50_ms(ours.url, batch_rides(args.month), args.batch_repeats)

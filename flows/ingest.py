@@ -98,16 +98,12 @@ def download_month(month: Month, settings: PipelineSettings) -> Path:
     )
 
 
-def _landing_cache_key(context: object, parameters: dict[str, object]) -> str:
-    # Keyed on content: the same bytes under the same key are never uploaded twice.
-    return f"land-{parameters['key']}-{parameters['sha256']}"
-
-
+# Not cached: whether a key is already in the bucket is asked of the bucket itself
+# (bucket_has_key), never of a result cache that outlives a bucket being emptied or swapped.
 @task(
     retries=2,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    cache_key_fn=_landing_cache_key,
-    persist_result=True,
+    cache_policy=NO_CACHE,
 )
 def land_in_bucket(bucket_block: str, path: Path, key: str, sha256: str) -> str:
     get_run_logger().info("uploading %s (sha256 %s) to %s", path.name, sha256[:12], key)

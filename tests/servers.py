@@ -152,6 +152,8 @@ def mlflow_server(
         "1",
     ]
     log_file = root / "mlflow-server.log"
+    # MLflow 3's job runner (GenAI scorers) is unused here and costs a dozen processes.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
     with running_process(args, log_file=log_file, env=env):
         url = f"http://127.0.0.1:{port}"
         wait_until(

@@ -27,6 +27,8 @@ from nyctaxi.training import TrainingParams
 
 logger = logging.getLogger(__name__)
 
+# Params, tags and metrics are named train_* / val_*, matching the flow's parameters.
+ROLE_PREFIX = {"train": "train", "validation": "val"}
 INPUT_COLUMNS = ["PULocationID", "DOLocationID", "trip_distance", "lpep_pickup_datetime"]
 
 
@@ -71,10 +73,11 @@ def log_run(
     with mlflow.start_run() as run:
         mlflow.log_params(hyperparams.model_dump())
         for month in months:
-            mlflow.log_param(f"{month.role}_month", month.month)
-            mlflow.set_tag(f"{month.role}_sha256", month.sha256)
-            mlflow.log_metric(f"{month.role}_rows_read", month.rows_read)
-            mlflow.log_metric(f"{month.role}_rows_dropped", month.rows_read - month.rows_kept)
+            prefix = ROLE_PREFIX[month.role]
+            mlflow.log_param(f"{prefix}_month", month.month)
+            mlflow.set_tag(f"{prefix}_sha256", month.sha256)
+            mlflow.log_metric(f"{prefix}_rows_read", month.rows_read)
+            mlflow.log_metric(f"{prefix}_rows_dropped", month.rows_read - month.rows_kept)
         mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
         mlflow.log_dict([dataclasses.asdict(month) for month in months], "data/months.json")
         with tempfile.TemporaryDirectory() as tmp:

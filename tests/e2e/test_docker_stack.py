@@ -188,7 +188,20 @@ class Stack:
         done = "COMPLETED" in runs.values()
         return (runs if done else None), f"training runs: {runs or 'none yet'}"
 
+    def artifact_types(self, flow_run_id: str) -> list[str]:
+        body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
+        response = self.http.post(self.url("PREFECT_PORT", "/api/artifacts/filter"), json=body)
+        response.raise_for_status()
+        return sorted(artifact["type"] for artifact in response.json())
+
     # MLflow
+    def run_status(self, run_id: str) -> str:
+        response = self.http.get(
+            self.url("MLFLOW_PORT", "/api/2.0/mlflow/runs/get"), params={"run_id": run_id}
+        )
+        response.raise_for_status()
+        return response.json()["run"]["info"]["status"]
+
     def champion(self) -> tuple[dict[str, Any] | None, str]:
         response = self.http.get(
             self.url("MLFLOW_PORT", "/api/2.0/mlflow/registered-models/alias"),
@@ -288,8 +301,8 @@ def test_docker_stack_first_start_restart_and_scale(tmp_path: Path) -> None:
 
     with phase("engine", timings):
         run_script("ensure_engine.sh", timeout=600)
-    if (REPO_ROOT / ".env.example").exists():  # the bar: config is valid with the example
-        Stack(REPO_ROOT / ".env.example", {}).compose("config", "-q")
+    # `cp .env.example .env` must give a valid configuration.
+    Stack(REPO_ROOT / ".env.example", {}).compose("config", "-q")
     with phase("standins", timings):
         run_script("build_standins.sh", timeout=1500)
 
@@ -333,7 +346,10 @@ def check_first_start(stack: Stack) -> None:
     ui = stack.http.get(stack.url("PREFECT_PORT", "/ui-settings")).json()
     assert ui["api_url"] == f"http://localhost:{stack.ports['PREFECT_PORT']}/api", ui
     runs = wait_for("a Completed training run", stack.completed_training, left())
+    completed = [run for run, state in runs.items() if state == "COMPLETED"]
+    assert "markdown" in stack.artifact_types(completed[0]), "the run's report artifact"
     champion = wait_for(f"{MODEL}@champion", stack.champion, left())
+    assert stack.run_status(champion["run_id"]) == "FINISHED", champion
     answer = wait_for("POST /predict", stack.prediction, left())
     assert answer["duration"] > 0, answer
     assert answer["model"]["version"] == champion["version"], (answer, champion)
@@ -349,6 +365,7 @@ def snapshot(stack: Stack) -> dict[str, Any]:
     assert champion is not None
     return {
         "champion": champion["version"],
+        "run_id": champion["run_id"],
         "versions": stack.model_versions(),
         "training_runs": stack.training_runs(),
     }
@@ -364,6 +381,7 @@ def check_restart(stack: Stack, before: dict[str, Any]) -> None:
     assert after["champion"] == before["champion"], (before, after)
     assert after["versions"] == before["versions"], "a model version was lost or added"
     assert after["training_runs"] == before["training_runs"], "training runs lost or retrained"
+    assert stack.run_status(after["run_id"]) == "FINISHED", after
     workers = wait_for(f"{WORKERS} healthy workers", stack.healthy_workers, RESTART_DEADLINE)
     print(
         f"[docker e2e] after restart: champion v{after['champion']}, versions "

@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.training import training_flow
 from nyctaxi.training import TrainingParams
@@ -25,9 +26,12 @@ def model_name() -> str:
 
 
 def read_markdown_artifact(key: str) -> str:
+    """The newest version of the artifact with this key (each run adds one)."""
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
         )
     assert artifacts, f"no artifact with key {key}"
     return str(artifacts[0].data)

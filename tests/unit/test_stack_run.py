@@ -79,6 +79,12 @@ def test_values_from_the_environment_win_and_empty_ones_count_as_unset(tmp_path:
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
 
 
+def test_a_home_with_a_tilde_reaches_the_processes_expanded(tmp_path: Path) -> None:
+    env = env_for(settings(nyctaxi_home="~/nyctaxi-state"), {"NYCTAXI_HOME": "~/nyctaxi-state"})
+    assert env["NYCTAXI_HOME"] == str(Path.home() / "nyctaxi-state")
+    assert env["PREFECT_HOME"].startswith(str(Path.home()))
+
+
 def test_the_venv_comes_first_on_path(tmp_path: Path) -> None:
     env = env_for(settings(nyctaxi_home=tmp_path))
     assert env["PATH"].split(":")[:2] == [str(VENV_BIN), "/usr/bin"]

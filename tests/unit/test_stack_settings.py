@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import pytest
+
 from nyctaxi.stack.deployments import months_of, sources_digest
 from nyctaxi.stack.settings import BootstrapSettings
 
@@ -57,3 +59,12 @@ def test_sources_digest_changes_with_prefect_yaml_or_a_flow_module(tmp_path: Pat
     assert second != first
     prefect_file.write_text("deployments: [{name: x}]\n")
     assert sources_digest(prefect_file) != second
+
+
+def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    # compose passes `NOTIFY_WEBHOOK_URL: ${NOTIFY_WEBHOOK_URL:-}` when .env has none
+    monkeypatch.setenv("NOTIFY_WEBHOOK_URL", "")
+    monkeypatch.setenv("S3_ENDPOINT_URL", "")
+    loaded = BootstrapSettings(_env_file=None)
+    assert loaded.notify_webhook_url is None
+    assert not loaded.s3_enabled

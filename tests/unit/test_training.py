@@ -72,8 +72,8 @@ def test_training_is_deterministic(january: pd.DataFrame) -> None:
 
 def test_early_stopping_on_a_held_out_slice_keeps_the_best_rounds(january: pd.DataFrame) -> None:
     # a learning rate this high overfits fast, so the held-out RMSE stops improving early
-    params = TrainingParams(
-        learning_rate=0.9, max_depth=10, num_boost_round=300, early_stopping_rounds=5
+    params = FAST.model_copy(
+        update={"learning_rate": 0.9, "num_boost_round": 300, "early_stopping_rounds": 5}
     )
     booster = train_on_trips(january, params, holdout_fraction=0.2)
     assert booster.num_boosted_rounds() < 300

@@ -10,7 +10,7 @@ through the ingest flow; start the first training run unless a champion exists o
 run is already on its way.
 
 Every step checks before it acts, so re-running it changes nothing that is already right.
-Concurrent bootstraps on one machine are serialised by a lock file under NYCTAXI_HOME.
+Concurrent bootstraps of one Prefect API on one machine are serialised by a lock file.
 Exit status 0 on success, 1 with the reason in the log otherwise. With --stay-up it idles after
 success, for process managers that stop everything when one process exits (honcho).
 """
@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import logging
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
@@ -70,10 +72,11 @@ def wait_for_mlflow(settings: BootstrapSettings) -> None:
 
 
 @contextlib.contextmanager
-def bootstrap_lock(home: Path, timeout: float) -> Iterator[None]:
-    """Serialise bootstraps on this machine (e.g. `make run` with several workers)."""
-    home.mkdir(parents=True, exist_ok=True)
-    with (home / "bootstrap.lock").open("w") as handle:
+def bootstrap_lock(api_url: str, timeout: float) -> Iterator[None]:
+    """Serialise bootstraps of the same Prefect API on this machine (the lock lives in the
+    temp folder, writable in any container)."""
+    name = hashlib.sha256(api_url.encode()).hexdigest()[:16]
+    with (Path(tempfile.gettempdir()) / f"nyctaxi-bootstrap-{name}.lock").open("w") as handle:
 
         def probe() -> str | None:
             try:
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         settings = BootstrapSettings()
-        with bootstrap_lock(settings.nyctaxi_home, settings.bootstrap_timeout_seconds):
+        with bootstrap_lock(prefect_api_url(settings), settings.bootstrap_timeout_seconds):
             bootstrap(settings)
     except (BootstrapError, ServiceNotReady, deployments.DeployError) as error:
         logger.error("bootstrap failed: %s", error)

@@ -40,7 +40,6 @@ def stack_environment(
         f"s3://{settings.mlflow_artifacts_bucket}" if s3 else str(state / "mlflow" / "artifacts")
     )
     defaults = {
-        "NYCTAXI_HOME": str(settings.nyctaxi_home.expanduser()),
         "NYCTAXI_APP_DIR": str(app_dir),
         "PREFECT_HOME": str(state / "prefect"),
         "PREFECT_API_URL": prefect_api,
@@ -59,6 +58,9 @@ def stack_environment(
         # a dozen processes on a small machine.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "PYTHONUNBUFFERED": "1",
+        # Idle OpenMP threads of a training run sleep instead of spinning: on a small machine
+        # spinning threads starve the servers running beside it.
+        "OMP_WAIT_POLICY": "PASSIVE",
     }
     if s3:
         defaults["MLFLOW_S3_ENDPOINT_URL"] = s3
@@ -67,6 +69,7 @@ def stack_environment(
         if not env.get(key):
             env[key] = value
     env.update(
+        NYCTAXI_HOME=str(settings.nyctaxi_home.expanduser()),  # `~` from .env, expanded
         BIND_HOST=settings.bind_host,
         PREFECT_PORT=str(settings.prefect_port),
         MLFLOW_PORT=str(settings.mlflow_port),

@@ -27,13 +27,13 @@ def default_home() -> Path:
 class BootstrapSettings(BaseSettings):
     """What `python -m nyctaxi.stack.bootstrap` needs to know about the running stack."""
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+    # Empty variables count as unset: compose passes `NOTIFY_WEBHOOK_URL: ${NOTIFY_WEBHOOK_URL:-}`.
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", env_ignore_empty=True)
 
     prefect_api_url: str | None = Field(
         None, description="Prefect API, e.g. http://127.0.0.1:4200/api (else Prefect's profile)"
     )
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"
-    nyctaxi_home: Path = Field(default_factory=default_home)
     model_name: str = "nyc-taxi-duration"
 
     s3_endpoint_url: str | None = None
@@ -80,7 +80,7 @@ class BootstrapSettings(BaseSettings):
 class LocalStackSettings(BaseSettings):
     """The native stack (`make run`): ports, state folder and the optional Postgres / S3."""
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", env_ignore_empty=True)
 
     nyctaxi_home: Path = Field(default_factory=default_home)
     bind_host: str = Field("127.0.0.1", description="address the servers listen on")
@@ -91,7 +91,6 @@ class LocalStackSettings(BaseSettings):
     mlflow_workers: int = Field(1, ge=1, description="MLflow server worker processes")
 
     prefect_api_url: str | None = None
-    prefect_api_database_connection_url: str | None = None
     mlflow_tracking_uri: str | None = None
     mlflow_backend_store_uri: str | None = None
     mlflow_artifacts_destination: str | None = None
