@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,3 +69,20 @@ def _no_proxy_for_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "NO_PROXY", ",".join(filter(None, ["127.0.0.1,localhost", os.environ.get("NO_PROXY")]))
     )
+
+
+# Lines the end-to-end tests measure (time to first /predict, Docker phases): shown in the run's
+# summary even though pytest captures the output of passing tests.
+_MEASUREMENTS: list[str] = []
+
+
+@pytest.fixture
+def measurement() -> Callable[[str], None]:
+    return _MEASUREMENTS.append
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _MEASUREMENTS:
+        terminalreporter.section("measurements")
+        for line in _MEASUREMENTS:
+            terminalreporter.write_line(line)

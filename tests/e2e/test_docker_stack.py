@@ -292,7 +292,9 @@ def run_script(script: str, timeout: float) -> None:
 
 @pytest.mark.docker
 @pytest.mark.timeout(3000)
-def test_docker_stack_first_start_restart_and_scale(tmp_path: Path) -> None:
+def test_docker_stack_first_start_restart_and_scale(
+    tmp_path: Path, measurement: Callable[[str], None]
+) -> None:
     if os.environ.get("NYCTAXI_DOCKER_E2E") == "0":
         pytest.skip("NYCTAXI_DOCKER_E2E=0: Docker end-to-end test switched off")
     data_dir = taxi_data_dir()
@@ -331,7 +333,9 @@ def test_docker_stack_first_start_restart_and_scale(tmp_path: Path) -> None:
     finally:
         with phase("teardown", timings):
             stack.compose("down", "-v", "--remove-orphans", timeout=300, check=False)
-        print(f"[docker e2e] phases: {json.dumps({k: round(v) for k, v in timings.items()})}")
+        measurement(
+            f"docker stack phases (s): {json.dumps({k: round(v) for k, v in timings.items()})}"
+        )
 
 
 def check_first_start(stack: Stack) -> None:

@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from uuid import uuid4
 
@@ -224,7 +224,9 @@ def backing_services(tmp_path: Path) -> Iterator[tuple[dict, S3Endpoint, Webhook
 
 
 def test_native_stack_trains_serves_notifies_stops_cleanly_and_restarts_without_retraining(
-    tmp_path: Path, backing_services: tuple[dict, S3Endpoint, WebhookReceiver]
+    tmp_path: Path,
+    backing_services: tuple[dict, S3Endpoint, WebhookReceiver],
+    measurement: Callable[[str], None],
 ) -> None:
     dsns, s3, hook = backing_services
     env = stack_environment(tmp_path, dsns, s3, hook.url)
@@ -235,8 +237,8 @@ def test_native_stack_trains_serves_notifies_stops_cleanly_and_restarts_without_
     with native_stack(env, log_file) as stack, temporary_settings({PREFECT_API_URL: prefect_api}):
         first = wait_for_prediction(predict_url, stack, log_file)
         elapsed = time.monotonic() - started
-        print(
-            f"\nnative stack (Postgres + S3): first good /predict {elapsed:.0f}s after start "
+        measurement(
+            f"native stack (Postgres + S3): first good /predict {elapsed:.0f}s after start "
             f"(bar: 180 s on an idle machine; load average now {os.getloadavg()[0]:.1f})"
         )
         assert first["duration"] > 0
