@@ -64,9 +64,9 @@ run: setup ## Run the whole stack as local processes (SQLite, local files); Ctrl
 	$(BIN)/python -m nyctaxi.stack.run
 
 .PHONY: train
-train: setup ## Start a training run on the running stack (make run / make up): TRAIN_MONTH, VAL_MONTH
+train: setup ## Run the training deployment on the running stack and wait: TRAIN_MONTH, VAL_MONTH
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} \
-	  $(BIN)/prefect deployment run $(DEPLOYMENT) \
+	  $(BIN)/prefect deployment run $(DEPLOYMENT) --watch --watch-interval 5 \
 	  --param train_month=$(TRAIN_MONTH) --param val_month=$(VAL_MONTH)
 
 .PHONY: train-local

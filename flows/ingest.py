@@ -137,7 +137,7 @@ def locate_month(
         raise sources.MonthNotAvailableError(month, looked_in)
     try:
         return download_month(month, settings), "download"
-    except sources.RemoteFileNotFoundError as error:
+    except sources.DownloadError as error:  # not published (404) or unreachable after retries
         looked_in.append(f"TLC: {error}")
         raise sources.MonthNotAvailableError(month, looked_in) from error
 

@@ -13,7 +13,7 @@ from prefect_aws.client_parameters import AwsClientParameters
 
 from flows.ingest import ingest_flow
 from nyctaxi.sources import MonthNotAvailableError
-from tests.servers import S3Endpoint
+from tests.servers import S3Endpoint, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -85,6 +85,22 @@ def test_month_found_nowhere_names_the_month_and_every_place(
     assert str(empty) in message
     assert f"s3://{bucket}/raw/green/2019-07.parquet" in message
     assert "TLC_ALLOW_DOWNLOAD" in message
+
+
+def test_unreachable_tlc_still_names_the_month_and_every_place(
+    bucket: str, pipeline_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A loopback port nobody listens on: connection refused, retried, then given up.
+    monkeypatch.setenv("TAXI_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TLC_ALLOW_DOWNLOAD", "true")
+    monkeypatch.setenv("TLC_BASE_URL", f"http://127.0.0.1:{free_port()}/trip-data")
+    monkeypatch.setenv("DOWNLOAD_ATTEMPTS", "1")
+    with pytest.raises(MonthNotAvailableError) as raised:
+        ingest_flow(["2019-07"], require_bucket=True)
+    message = str(raised.value)
+    assert f"s3://{bucket}/raw/green/2019-07.parquet" in message
+    assert "TLC: giving up on http://127.0.0.1:" in message
+    assert "green_tripdata_2019-07.parquet" in message
 
 
 def test_corrupt_month_in_the_bucket_fails_clearly_and_overwrites_nothing(
