@@ -19,7 +19,10 @@ endif
 # variables named in .env are exported, and variables set in your shell win over it.
 ifneq ($(wildcard .env),)
 DOTENV_NAMES := $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' .env)
-$(foreach name,$(DOTENV_NAMES),$(if $(filter environment,$(origin $(name))),,$(eval $(name) := $(shell sed -n 's/^$(name)=//p' .env | tail -n 1))))
+FROM_SHELL := $(foreach name,$(DOTENV_NAMES),$(if $(filter environment,$(origin $(name))),$(name)))
+$(foreach name,$(FROM_SHELL),$(eval SHELL_VALUE_$(name) := $$(value $(name))))
+include .env
+$(foreach name,$(FROM_SHELL),$(eval $(name) := $$(SHELL_VALUE_$(name))))
 export $(DOTENV_NAMES)
 endif
 PREFECT_PORT ?= 4200

@@ -155,7 +155,11 @@ def ingest_flow(months: list[str], require_bucket: bool = False) -> list[Ingeste
         key = None
         if bucket is not None:
             key = s3_key(month)
-            if found_in == "s3" or bucket_has_key(settings.s3_bucket_block, key):
+            # locate_month asked the bucket already unless the month was found locally.
+            already_there = found_in == "s3" or (
+                found_in == "local" and bucket_has_key(settings.s3_bucket_block, key)
+            )
+            if already_there:
                 logger.info("%s already in s3://%s/%s", month, bucket.bucket_name, key)
             else:
                 land_in_bucket(settings.s3_bucket_block, path, key, digest)

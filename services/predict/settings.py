@@ -11,9 +11,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
-def _default_home() -> Path:
-    return Path.home() / ".local" / "share" / "nyctaxi"
+from nyctaxi.config import default_home
 
 
 class PredictSettings(BaseSettings):
@@ -33,7 +31,7 @@ class PredictSettings(BaseSettings):
         description="MLflow tracking server (or store); unset: the pipeline's local SQLite store.",
     )
     nyctaxi_home: Path = Field(
-        default_factory=_default_home,
+        default_factory=default_home,
         validation_alias=AliasChoices("NYCTAXI_HOME", "nyctaxi_home"),
         description="Local state folder; holds the local MLflow store when no URI is set.",
     )

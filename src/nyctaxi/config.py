@@ -11,7 +11,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-def _default_home() -> Path:
+def default_home() -> Path:
+    """Local state folder of every nyctaxi process: never the current directory."""
     return Path.home() / ".local" / "share" / "nyctaxi"
 
 
@@ -21,7 +22,7 @@ class PipelineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
     nyctaxi_home: Path = Field(
-        default_factory=_default_home,
+        default_factory=default_home,
         description="Local state: download cache, embedded MLflow store. Never the cwd.",
     )
     taxi_data_dir: Path | None = Field(

@@ -51,7 +51,7 @@ class Forest:
             )
             node = np.where(go_left, self.left[node], self.right[node])
         total = self.leaf_value[node].sum(axis=1, dtype=np.float32)
-        return (total + np.float32(self.offset)).astype(np.float32)
+        return total + np.float32(self.offset)
 
 
 def _tree_arrays(tree: dict, first: int) -> dict[str, np.ndarray]:

@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nyctaxi.config import default_home
+
 WORK_POOL = "nyctaxi-process"
 AWS_CREDENTIALS_BLOCK = "nyctaxi-minio"
 RAW_BUCKET_BLOCK = "nyctaxi-raw"
@@ -17,11 +19,6 @@ WEBHOOK_BLOCK = "nyctaxi-notify"
 TRAINING_FLOW = "training"
 CHAMPION_ALIAS = "champion"
 PROMOTED_EVENT = "nyctaxi.model.promoted"
-
-
-def default_home() -> Path:
-    """Local state folder: never the current directory."""
-    return Path.home() / ".local" / "share" / "nyctaxi"
 
 
 class BootstrapSettings(BaseSettings):
