@@ -67,9 +67,9 @@ run: setup ## Run the whole stack as local processes (SQLite, local files); Ctrl
 	$(BIN)/python -m nyctaxi.stack.run
 
 .PHONY: train
-train: setup ## Run the training deployment on the running stack and wait: TRAIN_MONTH, VAL_MONTH
+train: setup ## Run a training deployment on the running stack and wait; says why if it fails: TRAIN_MONTH, VAL_MONTH
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} \
-	  $(BIN)/prefect deployment run $(DEPLOYMENT) --watch --watch-interval 5 \
+	  $(BIN)/python -m nyctaxi.stack.trigger $(DEPLOYMENT) \
 	  --param train_month=$(TRAIN_MONTH) --param val_month=$(VAL_MONTH)
 
 .PHONY: train-local

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import inspect
 import json
 import logging
 import os
@@ -18,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import date
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Literal
 
@@ -27,17 +26,19 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from prefect.runtime import flow_run
 from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as _EPHEMERAL_TIMEOUT
 from prefect.settings import temporary_settings
 from pydantic import BaseModel
 
 from flows.ingest import IngestedMonth, ingest_flow
 from nyctaxi import cleaning, evaluation, tracking
+from nyctaxi.codehash import code_digest
 from nyctaxi.config import PipelineSettings
-from nyctaxi.months import parse_month
+from nyctaxi.months import check_training_pair
 from nyctaxi.registry import decide_promotion
 from nyctaxi.report import MonthSummary, RunReport, render_markdown, table_rows
-from nyctaxi.schedule import default_months
+from nyctaxi.schedule import resolve_months, run_date
 from nyctaxi.training import TrainingParams, train_on_trips
 
 PROMOTED_EVENT = "nyctaxi.model.promoted"
@@ -60,28 +61,28 @@ class TrainingResult(BaseModel):
 
 
 def _prepare_cache_key(context: object, parameters: dict[str, object]) -> str:
-    # Keyed on the file's content and the cleaning code's, never on hashing a DataFrame.
+    """Everything the cleaned month depends on, and nothing else: the file's content, the
+    cleaning code with every library module it imports, and the libraries that read and
+    pickle the frame. Never a DataFrame hash, never the caller's role for the month."""
     ingested = parameters["ingested"]
     assert isinstance(ingested, IngestedMonth)
-    code = hashlib.sha256(inspect.getsource(cleaning).encode()).hexdigest()[:16]
-    return f"prepare-{ingested.month}-{ingested.sha256}-{code}"
+    code = code_digest(cleaning)[:16]
+    libraries = "-".join(f"{name}{package_version(name)}" for name in ("pandas", "pyarrow"))
+    return f"prepare-{ingested.month}-{ingested.sha256}-{code}-{libraries}"
 
 
 @task(cache_key_fn=_prepare_cache_key, persist_result=True)
-def prepare_month(ingested: IngestedMonth, role: str) -> tuple[object, MonthSummary]:
-    """Read, normalise and clean one month; the dropped-rows counts go to the log and the report."""
+def prepare_month(ingested: IngestedMonth) -> tuple[pd.DataFrame, cleaning.CleanedMonth]:
+    """Read, normalise and clean one month; the dropped-rows counts go to the log and the report.
+
+    Cached: the same file is prepared once whatever role later runs give it."""
     raw = cleaning.read_trips(Path(ingested.path))
     clean, dropped = cleaning.clean_trips(raw, ingested.month)
     get_run_logger().info(
-        "%s (%s): kept %d of %d rows; dropped %s",
-        ingested.month,
-        role,
-        len(clean),
-        len(raw),
-        dict(dropped),
+        "%s: kept %d of %d rows; dropped %s", ingested.month, len(clean), len(raw), dict(dropped)
     )
-    summary = MonthSummary(ingested.month, role, ingested.sha256, len(raw), len(clean), dropped)
-    return clean, summary
+    facts = cleaning.CleanedMonth(ingested.month, ingested.sha256, len(raw), len(clean), dropped)
+    return clean, facts
 
 
 @task(cache_policy=NO_CACHE)
@@ -146,38 +147,40 @@ def training_flow(
     data_source: Literal["local", "s3"] = "local",
     model_name: str | None = None,
     hyperparams: TrainingParams | None = None,
+    as_of: date | None = None,
 ) -> TrainingResult:
-    """Train on one month, validate on another, register, and promote only a better model.
+    """Train on one month, validate on a later one, register, and promote only a better model.
 
-    Months left empty (a scheduled run) default to the newest published month for validation
-    and the month before it for training.
+    Months left empty (a scheduled run) default to the newest month published by `as_of` (the
+    day the run was scheduled for, when not given) for validation and the month before it for
+    training; one month given, the other is its neighbour. Validation must come after training.
     """
-    if train_month is None or val_month is None:
-        default_train, default_val = default_months(date.today())
-        train_month, val_month = train_month or default_train, val_month or default_val
+    today = as_of or run_date(flow_run.get_scheduled_start_time())
+    train_month, val_month = resolve_months(train_month, val_month, today)
+    check_training_pair(train_month, val_month)  # before any work: a clear error, nothing logged
     settings = PipelineSettings()
     if model_name:
         settings = settings.model_copy(update={"model_name": model_name})
     hyperparams = hyperparams or TrainingParams()
-    parse_month(train_month), parse_month(val_month)  # fail fast on a malformed month
     tracking.configure(settings)
 
     ingested = ingest_flow([train_month, val_month], require_bucket=data_source == "s3")
-    train, train_summary = prepare_month(ingested[0], "train")
-    val, val_summary = prepare_month(ingested[1], "validation")
+    train, train_facts = prepare_month(ingested[0])
+    val, val_facts = prepare_month(ingested[1])
+    train_summary = MonthSummary.of(train_facts, "train")
+    val_summary = MonthSummary.of(val_facts, "validation")
     booster, metrics = train_model(train, val, hyperparams)
 
     champion = champion_on(settings.model_name, val)
-    run_id, version = log_and_register(
-        settings, booster, metrics, [train_summary, val_summary], hyperparams, val
-    )
+    months = [train_summary, val_summary]
+    run_id, version = log_and_register(settings, booster, metrics, months, hyperparams, val)
     decision = decide_promotion(
         metrics["val_rmse"],
         val_month=val_month,
         champion_version=champion[0] if champion else None,
         champion_rmse=champion[1] if champion else None,
     )
-    tracking.promote(settings.model_name, version, decision, metrics["val_rmse"], val_month)
+    tracking.promote(settings.model_name, version, decision, metrics["val_rmse"], months)
     if decision.promoted:
         emit_event(
             event=PROMOTED_EVENT,
@@ -235,11 +238,15 @@ def main(argv: list[str] | None = None) -> int:
         description="Train, track and register the trip-duration model."
     )
     parser.add_argument("--train-month", required=True, help="YYYY-MM")
-    parser.add_argument("--val-month", required=True, help="YYYY-MM")
+    parser.add_argument("--val-month", required=True, help="YYYY-MM, after --train-month")
     parser.add_argument("--data-source", choices=["local", "s3"], default="local")
     parser.add_argument("--model-name", default=None)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
     args = parser.parse_args(argv)
+    try:  # before a Prefect server is started for nothing
+        check_training_pair(args.train_month, args.val_month)
+    except ValueError as error:  # a malformed month or a MonthPairError
+        parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     started = time.perf_counter()
     with _patient_ephemeral_server():

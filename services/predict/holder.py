@@ -60,6 +60,15 @@ class LoadedModel:
 SwapListener = Callable[[LoadedModel | None, LoadedModel], None]
 
 
+@dataclass(frozen=True)
+class VersionRef:
+    """What the alias points at. The run id is part of the identity: a registered model that is
+    deleted and created again numbers its versions from 1 again, with other models behind them."""
+
+    version: str
+    run_id: str | None = None
+
+
 class AliasNotFound(LookupError):
     """No version of the model carries the alias (or the model does not exist)."""
 
@@ -69,7 +78,7 @@ class ModelSource(Protocol):
 
     def describe(self) -> str: ...
 
-    def resolve(self) -> str:
+    def resolve(self) -> VersionRef:
         """The version the alias points at now; AliasNotFound when there is none."""
         ...
 
@@ -149,7 +158,7 @@ class ModelHolder:
     def refresh(self) -> bool:
         """Ask the registry once; load and swap in a new version. True when a swap happened."""
         try:
-            version = self._source.resolve()
+            target = self._source.resolve()
         except AliasNotFound as error:
             self._note_problem(str(error))
             return False
@@ -157,7 +166,8 @@ class ModelHolder:
             self._note_problem(f"cannot ask the model registry {self._source.describe()}: {error}")
             return False
         current = self._current
-        if current is not None and current.version == version:
+        version = target.version
+        if current is not None and (current.version, current.run_id) == (version, target.run_id):
             self._problem = None
             return False
         try:

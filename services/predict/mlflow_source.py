@@ -10,7 +10,7 @@ import logging
 import os
 from datetime import UTC, datetime
 
-from services.predict.holder import AliasNotFound, LoadedModel
+from services.predict.holder import AliasNotFound, LoadedModel, VersionRef
 from services.predict.settings import PredictSettings
 
 logger = logging.getLogger(__name__)
@@ -48,12 +48,13 @@ class MlflowModelSource:
             self._client = MlflowClient(self.tracking_uri)
         return self._client
 
-    def resolve(self) -> str:
+    def resolve(self) -> VersionRef:
         from mlflow.exceptions import MlflowException
 
         client = self._mlflow_client()
         try:
-            return str(client.get_model_version_by_alias(self.name, self.alias).version)
+            found = client.get_model_version_by_alias(self.name, self.alias)
+            return VersionRef(str(found.version), found.run_id)
         except MlflowException as error:
             if error.error_code in _MISSING_CODES:
                 raise AliasNotFound(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -46,6 +48,18 @@ class CleanTrips(NamedTuple):
 
     trips: pd.DataFrame
     dropped: dict[str, int]
+
+
+@dataclass(frozen=True)
+class CleanedMonth:
+    """Facts about one cleaned month file. They depend only on the file and this code, never on
+    the role the month plays in a run: a result cached on (file, code) may hold nothing else."""
+
+    month: str
+    sha256: str
+    rows_read: int
+    rows_kept: int
+    dropped: Mapping[str, int] = field(default_factory=dict)
 
 
 def read_trips(path: str | os.PathLike[str]) -> pd.DataFrame:

@@ -81,3 +81,24 @@ def tlc_url(month: str | Month, base_url: str = TLC_BASE_URL) -> str:
 def s3_key(month: str | Month, prefix: str = RAW_KEY_PREFIX) -> str:
     """The stable key of a raw month in the bucket, e.g. raw/green/2023-01.parquet."""
     return f"{prefix.strip('/')}/{parse_month(month)}.parquet"
+
+
+class MonthPairError(ValueError):
+    """A training/validation pair that would not measure the model out of sample."""
+
+
+def check_training_pair(train_month: str | Month, val_month: str | Month) -> tuple[Month, Month]:
+    """Parse both months and require validation strictly after training.
+
+    Validating on the training month scores the model on the rows it was fitted on, and the gate
+    would compare that in-sample score with the champion's out-of-sample one. Validating on an
+    earlier month tests the model on the past it was meant to forecast from.
+    """
+    train, val = parse_month(train_month), parse_month(val_month)
+    if val <= train:
+        raise MonthPairError(
+            f"the validation month ({val}) must come after the training month ({train}): "
+            f"train on a month and validate on a later one, e.g. train {val.previous()} and "
+            f"validate {val}, or train {train} and validate {train.next()}"
+        )
+    return train, val

@@ -72,10 +72,13 @@ def apply_decision(
     version: str,
     decision: PromotionDecision,
     val_rmse: float,
+    *,
+    train_month: str,
     val_month: str,
 ) -> None:
-    """Tag the new version with its score and move the decided alias onto it."""
+    """Tag the new version with its months and score, and move the decided alias onto it."""
     client.set_model_version_tag(name, version, "val_rmse", f"{val_rmse:.6f}")
+    client.set_model_version_tag(name, version, "train_month", train_month)
     client.set_model_version_tag(name, version, "val_month", val_month)
     client.set_model_version_tag(name, version, "promotion", decision.reason)
     client.set_registered_model_alias(name, decision.alias, version)

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
+
+from nyctaxi.cleaning import CleanedMonth
+
+Role = Literal["train", "validation"]
 
 
 @dataclass(frozen=True)
 class MonthSummary:
+    """A month as one run used it: the cleaned month's facts plus the role this run gave it."""
+
     month: str
-    role: str  # "train" or "validation"
+    role: Role
     sha256: str
     rows_read: int
     rows_kept: int
     dropped: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, cleaned: CleanedMonth, role: Role) -> MonthSummary:
+        facts = cleaned
+        return cls(facts.month, role, facts.sha256, facts.rows_read, facts.rows_kept, facts.dropped)
 
 
 @dataclass(frozen=True)

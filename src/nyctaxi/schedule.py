@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 # TLC publishes a month's trip records roughly two months after it ends.
 PUBLICATION_LAG_MONTHS = 2
+# The monthly schedules in prefect.yaml run in New York time, like the TLC timestamps.
+SCHEDULE_TIME_ZONE = "America/New_York"
 
 
 def shift_month(month: str, delta: int) -> str:
@@ -18,3 +21,23 @@ def default_months(today: date, lag_months: int = PUBLICATION_LAG_MONTHS) -> tup
     """(train, validation): the newest month expected to be published, and the one before it."""
     val_month = shift_month(f"{today.year:04d}-{today.month:02d}", -lag_months)
     return shift_month(val_month, -1), val_month
+
+
+def run_date(moment: datetime, time_zone: str = SCHEDULE_TIME_ZONE) -> date:
+    """The calendar day a run is scheduled on, in the schedule's own time zone (prefect.yaml)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(ZoneInfo(time_zone)).date()
+
+
+def resolve_months(train_month: str | None, val_month: str | None, today: date) -> tuple[str, str]:
+    """The (train, validation) pair of a run: both given are kept; one given, the other is its
+    neighbour (validation the month after training); none given (a scheduled run), the newest
+    published month validates and the one before it trains."""
+    if train_month and val_month:
+        return train_month, val_month
+    if train_month:
+        return train_month, shift_month(train_month, 1)
+    if val_month:
+        return shift_month(val_month, -1), val_month
+    return default_months(today)

@@ -94,9 +94,23 @@ def log_run(
 
 
 def promote(
-    model_name: str, version: str, decision: PromotionDecision, val_rmse: float, val_month: str
+    model_name: str,
+    version: str,
+    decision: PromotionDecision,
+    val_rmse: float,
+    months: Sequence[MonthSummary],
 ) -> None:
-    apply_decision(MlflowClient(), model_name, version, decision, val_rmse, val_month)
+    """Tag the version with its months and score, then move the decided alias onto it."""
+    by_role = {month.role: month.month for month in months}
+    apply_decision(
+        MlflowClient(),
+        model_name,
+        version,
+        decision,
+        val_rmse,
+        train_month=by_role["train"],
+        val_month=by_role["validation"],
+    )
 
 
 def run_url(settings: PipelineSettings, run_id: str) -> str | None:

@@ -11,15 +11,8 @@ it, Ctrl-C stops every process, and a restart serves the same champion without r
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -27,34 +20,26 @@ from uuid import uuid4
 import boto3
 import pytest
 from mlflow.tracking import MlflowClient
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tests.servers import (
-    REPO_ROOT,
-    S3Endpoint,
-    free_port,
-    moto_s3_server,
-    postgres_cluster,
-    taxi_data_dir,
+from tests.e2e.native import (
+    MARKER,
+    MODEL,
+    assert_nothing_left,
+    log_tail,
+    native_stack,
+    post_ride,
+    stack_urls,
+    training_runs,
+    wait_for_final_state,
+    wait_for_log,
+    wait_for_prediction,
 )
+from tests.servers import S3Endpoint, free_port, moto_s3_server, postgres_cluster, taxi_data_dir
 from tests.webhooks import WebhookReceiver, webhook_receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
-
-MODEL = "nyc-taxi-duration"
-RIDE = {
-    "PULocationID": 43,
-    "DOLocationID": 151,
-    "trip_distance": 1.2,
-    "lpep_pickup_datetime": "2023-03-01T08:15:00",
-}
-MARKER = "NYCTAXI_E2E_STACK_ID"  # every process the stack starts inherits it
-STARTUP_DEADLINE = 900  # a loaded 2-core machine is much slower than the 180 s bar
-RUN_DEADLINE = 600
 
 
 def stack_environment(tmp_path: Path, pg_dsns: dict[str, str], s3: S3Endpoint, hook: str) -> dict:
@@ -78,105 +63,6 @@ def stack_environment(tmp_path: Path, pg_dsns: dict[str, str], s3: S3Endpoint, h
     return env
 
 
-def stack_urls(env: dict) -> tuple[str, str, str]:
-    return (
-        f"http://127.0.0.1:{env['PREFECT_PORT']}/api",
-        f"http://127.0.0.1:{env['MLFLOW_PORT']}",
-        f"http://127.0.0.1:{env['PREDICT_PORT']}/predict",
-    )
-
-
-def marked_processes(marker: str) -> list[int]:
-    """PIDs of live processes whose environment carries this stack's marker."""
-    needle = f"{MARKER}={marker}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def log_tail(log_file: Path, lines: int = 60) -> str:
-    return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
-
-
-@contextlib.contextmanager
-def native_stack(env: dict, log_file: Path) -> Iterator[subprocess.Popen]:
-    """`python -m nyctaxi.stack.run` in its own session; stopped like Ctrl-C (SIGINT to honcho)."""
-    with log_file.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nyctaxi.stack.run"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        stop_stack(process, env[MARKER])
-
-
-def stop_stack(process: subprocess.Popen, marker: str) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-    # Safety net for a failing test; the test asserts there is nothing left before it gets here.
-    for pid in marked_processes(marker):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def post_ride(url: str) -> dict | None:
-    request = urllib.request.Request(
-        url, data=json.dumps(RIDE).encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-
-
-def wait_for_prediction(url: str, process: subprocess.Popen, log_file: Path) -> dict:
-    deadline = time.monotonic() + STARTUP_DEADLINE
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the stack stopped:\n{log_tail(log_file)}"
-        answer = post_ride(url)
-        if answer is not None and "duration" in answer:
-            return answer
-        time.sleep(1)
-    raise AssertionError(f"no good /predict after {STARTUP_DEADLINE}s:\n{log_tail(log_file)}")
-
-
-def wait_for_final_state(flow_run_id, log_file: Path) -> FlowRun:
-    deadline = time.monotonic() + RUN_DEADLINE
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            flow_run = client.read_flow_run(flow_run_id)
-            if flow_run.state is not None and flow_run.state.is_final():
-                return flow_run
-            time.sleep(1)
-    raise AssertionError(f"flow run {flow_run_id} not finished:\n{log_tail(log_file)}")
-
-
-def training_runs() -> list[FlowRun]:
-    with get_client(sync_client=True) as client:
-        return client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["training"])))
-
-
 def raw_keys(s3: S3Endpoint) -> set[str]:
     client = boto3.client(
         "s3",
@@ -187,27 +73,6 @@ def raw_keys(s3: S3Endpoint) -> set[str]:
     )
     listing = client.list_objects_v2(Bucket="nyctaxi-raw", Prefix="raw/")
     return {item["Key"] for item in listing.get("Contents", [])}
-
-
-def wait_for_log(log_file: Path, text: str, *, count: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + STARTUP_DEADLINE
-    while log_file.read_text(errors="replace").count(text) < count:
-        assert process.poll() is None, f"the stack stopped:\n{log_tail(log_file)}"
-        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{log_tail(log_file)}"
-        time.sleep(1)
-
-
-def assert_nothing_left(marker: str) -> None:
-    deadline = time.monotonic() + 15  # give the kernel time to reap the last exits
-    while marked_processes(marker) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    leftovers = marked_processes(marker)
-    details = [
-        Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200]
-        for pid in leftovers
-        if Path(f"/proc/{pid}").exists()
-    ]
-    assert not leftovers, f"processes left running after Ctrl-C: {details}"
 
 
 @pytest.fixture

@@ -267,3 +267,32 @@ def test_fuzzing_the_real_service_never_gives_a_5xx(served: Service, mode: Gener
         assert response.status_code < 500, (case.method, case.path, case.body, response.text)
 
     call()
+
+
+def served_run_ids(service: Service, answers: int = 12) -> set[str]:
+    """run_id of the model answering /model, over enough calls to reach both workers."""
+    return {service.get("/model").json()["run_id"] for _ in range(answers)}
+
+
+def test_a_model_deleted_and_registered_again_is_followed_though_its_version_number_repeats(
+    served: Service, trips: pd.DataFrame
+) -> None:
+    client = MlflowClient(served.tracking_uri)
+    before = served_run_ids(served)
+    client.delete_registered_model(served.model_name)
+    again = register_version(
+        served.tracking_uri,
+        served.model_name,
+        train_booster(trips, num_boost_round=5, max_depth=3, nthread=1),
+        trips,
+        alias="champion",
+    )
+    assert again == "1"  # numbering starts over: the number alone no longer names the model
+    new_run = client.get_model_version(served.model_name, again).run_id
+    assert new_run not in before
+    wait_until(
+        lambda: served_run_ids(served) == {new_run},
+        timeout=READY_TIMEOUT,
+        what="the re-registered version 1 served by every worker",
+        log_file=served.log_file,
+    )

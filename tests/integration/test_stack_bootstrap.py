@@ -134,11 +134,31 @@ def test_deployments_are_registered_once_and_skipped_while_unchanged(
     )
     bootstrap(settings)
     with get_client(sync_client=True) as client:
+        assert deployments.registered_names(client) >= {
+            "training/train-local",
+            "training/train-s3",
+            "ingest/ingest",
+        }
         for name in ("training/train-local", "training/train-s3"):
             assert client.read_deployment_by_name(name).work_pool_name == "nyctaxi-process"
     caplog.set_level(logging.INFO, logger="nyctaxi")
     bootstrap(settings.model_copy(update={"bootstrap_redeploy": False}))
     assert "deployments up to date" in caplog.text
+
+    # The same server bootstrapped by a stack without an S3 store (`make run` on its defaults):
+    # the deployments that need the bucket would fail on every run, so they go.
+    caplog.clear()
+    without_s3 = settings.model_copy(update={"bootstrap_redeploy": False, "s3_endpoint_url": None})
+    bootstrap(without_s3)
+    assert "deployments up to date" not in caplog.text
+    with get_client(sync_client=True) as client:
+        ours = {
+            name
+            for name in deployments.registered_names(client)
+            if name.startswith(("training/", "ingest/"))
+        }
+    assert ours == {"training/train-local"}
+    assert "removed deployment train-s3" in caplog.text
 
 
 def test_running_run_whose_process_is_gone_is_marked_crashed(prefect_api: str) -> None:

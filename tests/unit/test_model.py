@@ -33,6 +33,7 @@ def logged(tmp_path_factory: pytest.TempPathFactory, booster, raw_march: pd.Data
     store = tmp_path_factory.mktemp("mlflow")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}/mlflow.db")
+        patch.chdir(store)  # the default experiment keeps artifacts in ./mlruns: not the checkout
         with mlflow.start_run():  # the store's default experiment; no global experiment set
             info = log_model(booster, input_example=raw_march, registered_model_name="unit-model")
         yield info, mlflow.pyfunc.load_model("models:/unit-model/1")

@@ -4,7 +4,15 @@ from datetime import datetime
 
 import pytest
 
-from nyctaxi.months import Month, file_name, parse_month, s3_key, tlc_url
+from nyctaxi.months import (
+    Month,
+    MonthPairError,
+    check_training_pair,
+    file_name,
+    parse_month,
+    s3_key,
+    tlc_url,
+)
 
 
 def test_parse_gives_year_and_month() -> None:
@@ -72,3 +80,26 @@ def test_file_name_url_and_key() -> None:
     )
     assert s3_key("2023-01") == "raw/green/2023-01.parquet"
     assert s3_key("2023-01", prefix="/data/raw/") == "data/raw/2023-01.parquet"
+
+
+@pytest.mark.parametrize(("train", "val"), [("2023-01", "2023-02"), ("2022-12", "2023-03")])
+def test_a_validation_month_after_the_training_month_is_a_sensible_pair(
+    train: str, val: str
+) -> None:
+    assert check_training_pair(train, val) == (parse_month(train), parse_month(val))
+
+
+@pytest.mark.parametrize(("train", "val"), [("2023-03", "2023-03"), ("2023-04", "2023-03")])
+def test_validating_on_or_before_the_training_month_is_refused_with_a_pair_to_use(
+    train: str, val: str
+) -> None:
+    with pytest.raises(MonthPairError) as refused:
+        check_training_pair(train, val)
+    message = str(refused.value)
+    assert f"the validation month ({val}) must come after the training month ({train})" in message
+    assert "train 2023-02 and validate 2023-03" in message
+
+
+def test_a_malformed_month_in_a_pair_is_still_a_month_error() -> None:
+    with pytest.raises(ValueError, match="month must be 1..12, got 13"):
+        check_training_pair("2023-13", "2023-02")

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from services.predict.app import create_app
-from services.predict.holder import AliasNotFound, LoadedModel, ModelHolder
+from services.predict.holder import AliasNotFound, LoadedModel, ModelHolder, VersionRef
 from services.predict.settings import PredictSettings
 
 RIDE = {
@@ -58,16 +58,20 @@ class FakeSource:
         self.unreachable = False
         self.broken_versions: set[str] = set()
         self.loads: list[str] = []
+        self.recreated = False  # the registered model deleted and created again
 
     def describe(self) -> str:
         return "models:/fake@champion at memory://"
 
-    def resolve(self) -> str:
+    def run_id(self, version: str) -> str:
+        return f"run-{version}" + ("-recreated" if self.recreated else "")
+
+    def resolve(self) -> VersionRef:
         if self.unreachable:
             raise ConnectionError("connection refused")
         if self.alias_version is None:
             raise AliasNotFound("no version of model 'fake' has the alias 'champion'")
-        return self.alias_version
+        return VersionRef(self.alias_version, self.run_id(self.alias_version))
 
     def load(self, version: str) -> LoadedModel:
         self.loads.append(version)
@@ -77,7 +81,7 @@ class FakeSource:
             version=version,
             alias="champion",
             predictor=predictor or VersionedPredictor(int(version)),
-            run_id=f"run-{version}",
+            run_id=self.run_id(version),
             metrics={"val_rmse": 5.0 + int(version)},
         )
 
@@ -273,6 +277,17 @@ def test_a_new_version_is_swapped_in(
     assert source.loads == ["1", "2"]
     assert serving.refresh() is False  # same version: nothing reloaded
     assert source.loads == ["1", "2"]
+
+
+def test_a_recreated_model_with_the_same_version_number_is_loaded_again(
+    client: FlaskClient, source: FakeSource, serving: ModelHolder
+) -> None:
+    # The registered model was deleted and trained again: its new version 1 is another model.
+    assert client.post("/predict", json=RIDE).get_json()["model"]["version"] == "1"
+    source.recreated = True
+    assert serving.refresh() is True
+    assert source.loads == ["1", "1"]
+    assert serving.current is not None and serving.current.run_id == "run-1-recreated"
 
 
 def test_a_broken_version_is_never_swapped_in(

@@ -1,3 +1,4 @@
+from nyctaxi.cleaning import CleanedMonth
 from nyctaxi.report import MonthSummary, RunReport, render_markdown, table_rows
 
 
@@ -42,3 +43,12 @@ def test_table_has_one_row_per_month_with_dropped_counts() -> None:
     assert [row["month"] for row in rows] == ["2023-01", "2023-02"]
     assert rows[0]["rows_dropped"] == 2211
     assert rows[1]["val_rmse"] == 4.6123
+
+
+def test_a_month_summary_takes_the_role_from_the_run_not_from_the_cleaned_month() -> None:
+    cleaned = CleanedMonth("2023-02", "b" * 64, 64809, 63000, {"duration": 1809})
+    as_validation = MonthSummary.of(cleaned, "validation")
+    as_training = MonthSummary.of(cleaned, "train")
+    assert (as_validation.role, as_training.role) == ("validation", "train")
+    assert as_training.rows_kept == as_validation.rows_kept == 63000
+    assert not hasattr(cleaned, "role")

@@ -1,13 +1,14 @@
 """One-shot, idempotent bootstrap of a running stack: `python -m nyctaxi.stack.bootstrap`.
 
 In order: wait (bounded) for the Prefect API; create the process work pool; register the
-deployments of prefect.yaml (`prefect --no-prompt deploy --all`, in the background, skipped when
-prefect.yaml and flows/ are unchanged since the last registration); with an S3 endpoint, create
-the buckets and the AwsCredentials / S3Bucket blocks; create (or remove, when NOTIFY_WEBHOOK_URL
-is unset) the notification automations; wait (bounded) for MLflow; on the native stack, mark
-runs whose process died with the stack Crashed; with an S3 endpoint, seed the raw-data bucket
-through the ingest flow; start the first training run unless a champion exists or a training
-run is already on its way.
+deployments of prefect.yaml that this stack can run (`prefect --no-prompt deploy --name ...`, in
+the background, skipped when nothing changed since the last registration; without an S3 endpoint
+the ones tagged `s3` are left out, and removed if an earlier bootstrap registered them); with an
+S3 endpoint, create the buckets and the AwsCredentials / S3Bucket blocks; create (or remove,
+when NOTIFY_WEBHOOK_URL is unset) the notification automations; wait (bounded) for MLflow; on
+the native stack, mark runs whose process died with the stack Crashed; with an S3 endpoint, seed
+the raw-data bucket through the ingest flow; start the first training run unless a champion
+exists or a training run is already on its way.
 
 Every step checks before it acts, so re-running it changes nothing that is already right.
 Concurrent bootstraps of one Prefect API on one machine are serialised by a lock file.
@@ -132,21 +133,23 @@ def bootstrap(settings: BootstrapSettings) -> None:
 def start_deploy(
     client: SyncPrefectClient, settings: BootstrapSettings, stack: contextlib.ExitStack
 ) -> Callable[[], None] | None:
-    """Start `prefect deploy --all` unless nothing changed; return what waits for it.
+    """Register the deployments this stack can run (without an S3 store, none tagged `s3`)
+    unless nothing changed; return what waits for `prefect deploy`.
 
     The command is slow to start (it imports the flows), so it runs while the bootstrap carries on.
     """
     prefect_file = settings.prefect_file.resolve()
-    digest = deployments.sources_digest(prefect_file)
+    declared = deployments.declared_deployments(prefect_file)
+    names = deployments.runnable_deployments(declared, s3_enabled=settings.s3_enabled)
+    digest = deployments.sources_digest(prefect_file, names)
     if not settings.bootstrap_redeploy and deployments.deployments_current(
         client, digest, settings.first_run_deployment
     ):
         logger.info("deployments up to date (prefect.yaml and flows/ unchanged since registered)")
         return None
+    deployments.remove_unrunnable(client, [d["name"] for d in declared], names)
     finish = stack.enter_context(
-        deployments.deploying(
-            prefect_file, app_dir=prefect_file.parent, api_url=prefect_api_url(settings)
-        )
+        deployments.deploying(prefect_file, names, api_url=prefect_api_url(settings))
     )
 
     def finish_and_record() -> None:

@@ -12,14 +12,22 @@ import tempfile
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
+import yaml
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterName,
+    WorkPoolFilter,
+    WorkPoolFilterName,
+)
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.variables import Variable
 from prefect.workers.process import ProcessWorker
 
-from nyctaxi.schedule import default_months
+from nyctaxi.schedule import resolve_months
 from nyctaxi.stack.settings import WORK_POOL
 
 logger = logging.getLogger(__name__)
@@ -49,24 +57,49 @@ def ensure_work_pool(client: SyncPrefectClient, name: str = WORK_POOL) -> None:
         logger.info("work pool %s was created concurrently", name)
 
 
-@contextlib.contextmanager
-def deploying(prefect_file: Path, *, app_dir: Path, api_url: str) -> Iterator[Callable[[], None]]:
-    """Start `prefect --no-prompt deploy --all` in the background; yield a function that waits
-    for it and raises DeployError with its output if it failed.
+# prefect.yaml tags a deployment that reads or writes the raw-data S3 bucket with this tag; a
+# stack without an S3 store (`make run` on its defaults) does not register those.
+S3_TAG = "s3"
 
-    The command upserts by name, so running it again is harmless. NYCTAXI_APP_DIR (the absolute
-    folder the deployments' pull step moves into) defaults to the folder holding prefect.yaml.
+
+def declared_deployments(prefect_file: Path) -> list[dict[str, Any]]:
+    """The `deployments:` entries of prefect.yaml."""
+    return list(yaml.safe_load(prefect_file.read_text())["deployments"])
+
+
+def runnable_deployments(declared: list[dict[str, Any]], *, s3_enabled: bool) -> list[str]:
+    """Names of the deployments this stack can run: all of them with an S3 store, else those
+    without the `s3` tag."""
+    return [d["name"] for d in declared if s3_enabled or S3_TAG not in d.get("tags", [])]
+
+
+def app_dir_for(prefect_file: Path) -> str:
+    """The folder the deployments' pull step moves into: NYCTAXI_APP_DIR, else prefect.yaml's."""
+    return os.environ.get("NYCTAXI_APP_DIR") or str(prefect_file.parent)
+
+
+@contextlib.contextmanager
+def deploying(
+    prefect_file: Path, names: list[str], *, api_url: str
+) -> Iterator[Callable[[], None]]:
+    """Start `prefect --no-prompt deploy --name ...` in the background; yield a function that
+    waits for it and raises DeployError with its output if it failed.
+
+    The command upserts by name, so running it again is harmless.
     """
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": api_url,
-        "NYCTAXI_APP_DIR": os.environ.get("NYCTAXI_APP_DIR") or str(app_dir),
-    }
-    command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"]
+    env = {**os.environ, "PREFECT_API_URL": api_url, "NYCTAXI_APP_DIR": app_dir_for(prefect_file)}
+    command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy"]
+    for name in names:
+        command += ["--name", name]
     command += ["--prefect-file", str(prefect_file)]
     with tempfile.TemporaryFile("w+") as output:
         process = subprocess.Popen(
-            command, cwd=app_dir, env=env, stdout=output, stderr=subprocess.STDOUT, text=True
+            command,
+            cwd=prefect_file.parent,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
 
         def finish() -> None:
@@ -74,15 +107,13 @@ def deploying(prefect_file: Path, *, app_dir: Path, api_url: str) -> Iterator[Ca
                 returncode = process.wait(timeout=DEPLOY_TIMEOUT_SECONDS)
             except subprocess.TimeoutExpired:
                 raise DeployError(
-                    f"`prefect deploy --all` still running after {DEPLOY_TIMEOUT_SECONDS}s"
+                    f"`prefect deploy` still running after {DEPLOY_TIMEOUT_SECONDS}s"
                 ) from None
             if returncode != 0:
                 output.seek(0)
                 tail = "\n".join(output.read().strip().splitlines()[-40:])
-                raise DeployError(
-                    f"`prefect deploy --all` ({prefect_file}) exited {returncode}:\n{tail}"
-                )
-            logger.info("deployments from %s registered", prefect_file)
+                raise DeployError(f"`prefect deploy` ({prefect_file}) exited {returncode}:\n{tail}")
+            logger.info("deployments %s from %s registered", ", ".join(names), prefect_file)
 
         try:
             yield finish
@@ -98,14 +129,17 @@ def deploying(prefect_file: Path, *, app_dir: Path, api_url: str) -> Iterator[Ca
 DEPLOYED_DIGEST_VARIABLE = "nyctaxi_deployed_sources_sha256"
 
 
-def sources_digest(prefect_file: Path) -> str:
-    """sha256 over prefect.yaml and the flow modules beside it (their signatures are the
-    deployments' parameter schemas)."""
+def sources_digest(prefect_file: Path, names: list[str]) -> str:
+    """sha256 over everything the registered deployments are made of: prefect.yaml, the flow
+    modules beside it (their signatures are the parameter schemas), which deployments are
+    registered and the folder their pull step moves into (a moved checkout must re-register)."""
     app_dir = prefect_file.parent
     digest = hashlib.sha256()
     for path in [prefect_file, *sorted((app_dir / "flows").glob("*.py"))]:
         digest.update(str(path.relative_to(app_dir)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
+    digest.update(",".join(sorted(names)).encode() + b"\0")
+    digest.update(app_dir_for(prefect_file).encode() + b"\0")
     return digest.hexdigest()
 
 
@@ -124,15 +158,34 @@ def record_deployed(digest: str) -> None:
     Variable.set(DEPLOYED_DIGEST_VARIABLE, digest, overwrite=True)
 
 
-def months_of(parameters: dict[str, object], today: date) -> list[str]:
-    """The (train, validation) months a run with these parameters uses.
+def registered_names(client: SyncPrefectClient) -> set[str]:
+    """'flow/deployment' names of every deployment on the server."""
+    return {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in client.read_deployments()}
 
-    Empty months mean "newest published", as the training flow resolves them.
-    """
-    default_train, default_val = default_months(today)
-    train = parameters.get("train_month") or default_train
-    val = parameters.get("val_month") or default_val
-    return [str(train), str(val)]
+
+def remove_unrunnable(client: SyncPrefectClient, declared: list[str], runnable: list[str]) -> None:
+    """Delete our deployments this stack can't run (registered when it had an S3 store): a
+    deployment in the UI that fails on every run is worse than none."""
+    stale = sorted(set(declared) - set(runnable))
+    if not stale:
+        return
+    found = client.read_deployments(
+        deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=stale)),
+        work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[WORK_POOL])),
+    )
+    for deployment in found:
+        client.delete_deployment(deployment.id)
+        logger.info(
+            "removed deployment %s: it needs an S3 store (S3_ENDPOINT_URL)", deployment.name
+        )
+
+
+def months_of(parameters: dict[str, object], today: date) -> list[str]:
+    """The (train, validation) months a run with these parameters uses, resolved as the
+    training flow resolves them (empty months mean "newest published")."""
+    train = parameters.get("train_month")
+    val = parameters.get("val_month")
+    return list(resolve_months(str(train) if train else None, str(val) if val else None, today))
 
 
 def deployment_months(client: SyncPrefectClient, deployment: str, today: date) -> list[str]:
