@@ -29,6 +29,7 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as _EPHEMERAL_TIMEOUT
 from prefect.settings import temporary_settings
+from prefect.states import State
 from pydantic import BaseModel
 
 from flows.ingest import IngestedMonth, ingest_flow
@@ -109,13 +110,27 @@ def train_model(
     return booster, metrics
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def _mlflow_may_recover(task: object, task_run: object, state: State) -> bool:
+    """Retry MLflow calls after network or server faults only: a refused request fails the same
+    way again, and each retry of log_and_register would leave one more failed MLflow run."""
+    try:
+        state.result()
+    except Exception as error:  # noqa: BLE001 - classified, not handled
+        return tracking.is_transient(error)
+    return False
+
+
+@task(
+    cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=_mlflow_may_recover
+)
 def champion_on(model_name: str, val: object) -> tuple[str, float] | None:
     """The current champion's version and RMSE on *these* validation rows (None if none)."""
     return tracking.score_champion(model_name, val)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(
+    cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=_mlflow_may_recover
+)
 def log_and_register(
     settings: PipelineSettings,
     booster: object,

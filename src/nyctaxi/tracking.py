@@ -15,6 +15,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import xgboost as xgb
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nyctaxi import evaluation
@@ -30,6 +31,19 @@ logger = logging.getLogger(__name__)
 # Params, tags and metrics are named train_* / val_*, matching the flow's parameters.
 ROLE_PREFIX = {"train": "train", "validation": "val"}
 INPUT_COLUMNS = ["PULocationID", "DOLocationID", "trip_distance", "lpep_pickup_datetime"]
+# MLflow's codes for a server that failed or is overloaded (its client reports a refused or
+# dropped connection as INTERNAL_ERROR too); every other code answers the request itself.
+TRANSIENT_MLFLOW_CODES = frozenset(
+    {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether trying the same MLflow call again may succeed: a network or server fault, not
+    a refused request (a param logged twice, a missing model, no permission) or a bug."""
+    if isinstance(error, MlflowException):
+        return error.error_code in TRANSIENT_MLFLOW_CODES
+    return isinstance(error, OSError)  # connection refused / reset, timeouts
 
 
 def configure(settings: PipelineSettings) -> str:
