@@ -12,10 +12,10 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import State
 from prefect.tasks import exponential_backoff
 from prefect_aws import S3Bucket
 
+from flows.retrying import retry_when
 from nyctaxi import sources
 from nyctaxi.config import PipelineSettings
 from nyctaxi.months import Month, file_name, parse_month, s3_key
@@ -69,21 +69,15 @@ def fetch_from_bucket(bucket_block: str, key: str, dest: Path) -> Path:
     return dest
 
 
-def _worth_retrying(task: object, task_run: object, state: State) -> bool:
+def _may_change_on_retry(error: Exception) -> bool:
     """A 404 (not published) or a corrupt file will not change on retry; network trouble might."""
-    try:
-        state.result()
-    except (sources.RemoteFileNotFoundError, sources.InvalidParquetError):
-        return False
-    except Exception:
-        return True
-    return False
+    return not isinstance(error, (sources.RemoteFileNotFoundError, sources.InvalidParquetError))
 
 
 @task(
     retries=2,
     retry_delay_seconds=exponential_backoff(backoff_factor=10),
-    retry_condition_fn=_worth_retrying,
+    retry_condition_fn=retry_when(_may_change_on_retry),
     timeout_seconds=900,
     cache_policy=NO_CACHE,  # the downloaded file itself is the cache (see locate_month)
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -29,10 +30,10 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as _EPHEMERAL_TIMEOUT
 from prefect.settings import temporary_settings
-from prefect.states import State
 from pydantic import BaseModel
 
 from flows.ingest import IngestedMonth, ingest_flow
+from flows.retrying import retry_when
 from nyctaxi import cleaning, evaluation, tracking
 from nyctaxi.codehash import code_digest
 from nyctaxi.config import PipelineSettings
@@ -61,15 +62,20 @@ class TrainingResult(BaseModel):
     val_month: str
 
 
+@functools.cache
+def _cleaning_fingerprint() -> str:
+    """The cleaning code this process runs (with every library module it imports) and the
+    libraries that read and pickle the frame: fixed for the life of the process."""
+    libraries = "-".join(f"{name}{package_version(name)}" for name in ("pandas", "pyarrow"))
+    return f"{code_digest(cleaning)[:16]}-{libraries}"
+
+
 def _prepare_cache_key(context: object, parameters: dict[str, object]) -> str:
-    """Everything the cleaned month depends on, and nothing else: the file's content, the
-    cleaning code with every library module it imports, and the libraries that read and
-    pickle the frame. Never a DataFrame hash, never the caller's role for the month."""
+    """Everything the cleaned month depends on, and nothing else: the file's content and the
+    cleaning fingerprint. Never a DataFrame hash, never the caller's role for the month."""
     ingested = parameters["ingested"]
     assert isinstance(ingested, IngestedMonth)
-    code = code_digest(cleaning)[:16]
-    libraries = "-".join(f"{name}{package_version(name)}" for name in ("pandas", "pyarrow"))
-    return f"prepare-{ingested.month}-{ingested.sha256}-{code}-{libraries}"
+    return f"prepare-{ingested.month}-{ingested.sha256}-{_cleaning_fingerprint()}"
 
 
 @task(cache_key_fn=_prepare_cache_key, persist_result=True)
@@ -110,14 +116,9 @@ def train_model(
     return booster, metrics
 
 
-def _mlflow_may_recover(task: object, task_run: object, state: State) -> bool:
-    """Retry MLflow calls after network or server faults only: a refused request fails the same
-    way again, and each retry of log_and_register would leave one more failed MLflow run."""
-    try:
-        state.result()
-    except Exception as error:  # noqa: BLE001 - classified, not handled
-        return tracking.is_transient(error)
-    return False
+# MLflow calls are retried after network or server faults only: a refused request fails the
+# same way again, and each retry of log_and_register would leave one more failed MLflow run.
+_mlflow_may_recover = retry_when(tracking.is_transient)
 
 
 @task(
@@ -195,7 +196,14 @@ def training_flow(
         champion_version=champion[0] if champion else None,
         champion_rmse=champion[1] if champion else None,
     )
-    tracking.promote(settings.model_name, version, decision, metrics["val_rmse"], months)
+    tracking.promote(
+        settings.model_name,
+        version,
+        decision,
+        metrics["val_rmse"],
+        train_month=train_month,
+        val_month=val_month,
+    )
     if decision.promoted:
         emit_event(
             event=PROMOTED_EVENT,

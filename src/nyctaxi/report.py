@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -24,8 +25,7 @@ class MonthSummary:
 
     @classmethod
     def of(cls, cleaned: CleanedMonth, role: Role) -> MonthSummary:
-        facts = cleaned
-        return cls(facts.month, role, facts.sha256, facts.rows_read, facts.rows_kept, facts.dropped)
+        return cls(role=role, **dataclasses.asdict(cleaned))
 
 
 @dataclass(frozen=True)

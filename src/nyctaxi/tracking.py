@@ -112,18 +112,19 @@ def promote(
     version: str,
     decision: PromotionDecision,
     val_rmse: float,
-    months: Sequence[MonthSummary],
+    *,
+    train_month: str,
+    val_month: str,
 ) -> None:
     """Tag the version with its months and score, then move the decided alias onto it."""
-    by_role = {month.role: month.month for month in months}
     apply_decision(
         MlflowClient(),
         model_name,
         version,
         decision,
         val_rmse,
-        train_month=by_role["train"],
-        val_month=by_role["validation"],
+        train_month=train_month,
+        val_month=val_month,
     )
 
 

@@ -14,12 +14,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import uuid4
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.client.schemas.objects import FlowRun
 
-from tests.servers import REPO_ROOT
+from tests.servers import REPO_ROOT, free_port, taxi_data_dir
 
 MODEL = "nyc-taxi-duration"
 RIDE = {
@@ -31,6 +32,25 @@ RIDE = {
 MARKER = "NYCTAXI_E2E_STACK_ID"  # every process the stack starts inherits it
 STARTUP_DEADLINE = 900  # a loaded 2-core machine is much slower than the 180 s bar
 RUN_DEADLINE = 600
+
+
+def base_environment(tmp_path: Path) -> dict[str, str]:
+    """Only what a user's shell would have (no Prefect, MLflow or S3 settings: the launcher's
+    embedded defaults), plus private state, free ports and the real months."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "S3_"))}
+    env.update(
+        {
+            MARKER: uuid4().hex,
+            "PREFECT_PORT": str(free_port()),
+            "MLFLOW_PORT": str(free_port()),
+            "PREDICT_PORT": str(free_port()),
+            "NYCTAXI_HOME": str(tmp_path / "home"),
+            "TAXI_DATA_DIR": str(taxi_data_dir()),
+            "TLC_ALLOW_DOWNLOAD": "false",  # tests never reach the internet
+            "PREDICT_WORKERS": "1",
+        }
+    )
+    return env
 
 
 def stack_urls(env: dict) -> tuple[str, str, str]:

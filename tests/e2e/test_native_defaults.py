@@ -9,11 +9,9 @@ worker's result cache) and record exactly the months asked for.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -21,28 +19,10 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from nyctaxi.stack.deployments import registered_names
-from tests.e2e.native import MARKER, MODEL, native_stack, stack_urls, wait_for_prediction
-from tests.servers import REPO_ROOT, free_port, taxi_data_dir
+from tests.e2e.native import MODEL, base_environment, native_stack, stack_urls, wait_for_prediction
+from tests.servers import REPO_ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
-
-
-def default_environment(tmp_path: Path) -> dict[str, str]:
-    """Only what a user's shell would have: no database, no S3, private state and ports."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "S3_"))}
-    env.update(
-        {
-            MARKER: uuid4().hex,
-            "PREFECT_PORT": str(free_port()),
-            "MLFLOW_PORT": str(free_port()),
-            "PREDICT_PORT": str(free_port()),
-            "NYCTAXI_HOME": str(tmp_path / "home"),
-            "TAXI_DATA_DIR": str(taxi_data_dir()),
-            "TLC_ALLOW_DOWNLOAD": "false",  # tests never reach the internet
-            "PREDICT_WORKERS": "1",
-        }
-    )
-    return env
 
 
 def make_train(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -64,7 +44,7 @@ def months_of_version(client: MlflowClient, version: str) -> tuple[str, str]:
 def test_make_train_rolls_the_months_forward_and_says_why_a_run_fails(
     tmp_path: Path, measurement: Callable[[str], None]
 ) -> None:
-    env = default_environment(tmp_path)
+    env = base_environment(tmp_path)  # make run's defaults: SQLite, no S3
     prefect_api, mlflow_url, predict_url = stack_urls(env)
     log_file = tmp_path / "stack.log"
     with native_stack(env, log_file) as stack, temporary_settings({PREFECT_API_URL: prefect_api}):

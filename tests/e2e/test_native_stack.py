@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from uuid import uuid4
 
 import boto3
 import pytest
@@ -27,6 +26,7 @@ from tests.e2e.native import (
     MARKER,
     MODEL,
     assert_nothing_left,
+    base_environment,
     log_tail,
     native_stack,
     post_ride,
@@ -36,28 +36,22 @@ from tests.e2e.native import (
     wait_for_log,
     wait_for_prediction,
 )
-from tests.servers import S3Endpoint, free_port, moto_s3_server, postgres_cluster, taxi_data_dir
+from tests.servers import S3Endpoint, moto_s3_server, postgres_cluster
 from tests.webhooks import WebhookReceiver, webhook_receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 
 def stack_environment(tmp_path: Path, pg_dsns: dict[str, str], s3: S3Endpoint, hook: str) -> dict:
-    ports = {"PREFECT_PORT": free_port(), "MLFLOW_PORT": free_port(), "PREDICT_PORT": free_port()}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env.update({name: str(port) for name, port in ports.items()})
+    """The native stack on Postgres and an S3 endpoint, notifying `hook`."""
+    env = base_environment(tmp_path)
     env.update(
         {
-            MARKER: uuid4().hex,
-            "NYCTAXI_HOME": str(tmp_path / "home"),
             "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://{pg_dsns['prefect']}",
             "MLFLOW_BACKEND_STORE_URI": f"postgresql+psycopg2://{pg_dsns['mlflow']}",
             "S3_ENDPOINT_URL": s3.url,
             **s3.client_env(),
-            "TAXI_DATA_DIR": str(taxi_data_dir()),
-            "TLC_ALLOW_DOWNLOAD": "false",  # tests never reach the internet
             "NOTIFY_WEBHOOK_URL": hook,
-            "PREDICT_WORKERS": "1",
         }
     )
     return env

@@ -117,10 +117,11 @@ def wait_for_final_state(
 def trigger(deployment: str, parameters: dict[str, object], say: Callable[[str], None]) -> Outcome:
     with get_client(sync_client=True) as client:
         try:
-            client.read_deployment_by_name(deployment)
+            flow_run = run_deployment(
+                deployment, parameters=parameters, timeout=0, as_subflow=False
+            )
         except ObjectNotFound:
             raise unknown_deployment(client, deployment) from None
-        flow_run = run_deployment(deployment, parameters=parameters, timeout=0, as_subflow=False)
         shown = " ".join(f"{key}={value}" for key, value in parameters.items())
         say(f"started {deployment} run '{flow_run.name}' {shown}".rstrip())
         say(f"  {run_link(flow_run.id)}")
