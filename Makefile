@@ -64,12 +64,12 @@ format: setup ## Ruff: fix what can be fixed and format
 
 .PHONY: run
 run: setup ## Run the whole stack as local processes (SQLite, local files); Ctrl-C stops it
-	$(BIN)/python -m nyctaxi.stack.run
+	$(BIN)/python -m stack.run
 
 .PHONY: train
 train: setup ## Run a training deployment on the running stack and wait; says why if it fails: TRAIN_MONTH, VAL_MONTH
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} \
-	  $(BIN)/python -m nyctaxi.stack.trigger $(DEPLOYMENT) \
+	  $(BIN)/python -m stack.trigger $(DEPLOYMENT) \
 	  --param train_month=$(TRAIN_MONTH) --param val_month=$(VAL_MONTH)
 
 .PHONY: train-local

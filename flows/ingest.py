@@ -38,7 +38,7 @@ def load_bucket(block_name: str, *, required: bool) -> S3Bucket | None:
         if required:
             raise RuntimeError(
                 f"S3Bucket block {block_name!r} not found on the Prefect server: run the "
-                "bootstrap (python -m nyctaxi.stack.bootstrap) or create the block"
+                "bootstrap (python -m services.bootstrap) or create the block"
             ) from error
         return None
 

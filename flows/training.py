@@ -34,7 +34,7 @@ from pydantic import BaseModel
 
 from flows.ingest import IngestedMonth, ingest_flow
 from flows.retrying import retry_when
-from nyctaxi import cleaning, evaluation, tracking
+from nyctaxi import cleaning, evaluation, names, tracking
 from nyctaxi.codehash import code_digest
 from nyctaxi.config import PipelineSettings
 from nyctaxi.months import check_training_pair
@@ -42,8 +42,6 @@ from nyctaxi.registry import decide_promotion
 from nyctaxi.report import MonthSummary, RunReport, render_markdown, table_rows
 from nyctaxi.schedule import resolve_months, run_date
 from nyctaxi.training import TrainingParams, train_on_trips
-
-PROMOTED_EVENT = "nyctaxi.model.promoted"
 
 
 class TrainingResult(BaseModel):
@@ -206,8 +204,8 @@ def training_flow(
     )
     if decision.promoted:
         emit_event(
-            event=PROMOTED_EVENT,
-            resource={"prefect.resource.id": f"nyctaxi.model.{settings.model_name}"},
+            event=names.PROMOTED_EVENT,
+            resource={"prefect.resource.id": names.model_resource_id(settings.model_name)},
             payload={
                 "version": version,
                 "val_rmse": metrics["val_rmse"],

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nyctaxi import names
 from nyctaxi.config import default_home
 
 
@@ -36,10 +37,10 @@ class PredictSettings(BaseSettings):
         description="Local state folder; holds the local MLflow store when no URI is set.",
     )
     model_name: str = Field(
-        default="nyc-taxi-duration", validation_alias=AliasChoices("MODEL_NAME", "model_name")
+        default=names.MODEL_NAME, validation_alias=AliasChoices("MODEL_NAME", "model_name")
     )
     model_alias: str = Field(
-        default="champion", validation_alias=AliasChoices("MODEL_ALIAS", "model_alias")
+        default=names.CHAMPION_ALIAS, validation_alias=AliasChoices("MODEL_ALIAS", "model_alias")
     )
 
     host: str = "0.0.0.0"

@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nyctaxi import names
+
 
 def default_home() -> Path:
     """Local state folder of every nyctaxi process: never the current directory."""
@@ -34,14 +36,14 @@ class PipelineSettings(BaseSettings):
     download_attempts: int = 4
 
     mlflow_tracking_uri: str | None = None
-    mlflow_experiment: str = "nyc-taxi-duration"
+    mlflow_experiment: str = names.EXPERIMENT
     mlflow_public_url: str | None = Field(
         default=None, description="MLflow UI address for links in reports, if it differs."
     )
-    model_name: str = "nyc-taxi-duration"
+    model_name: str = names.MODEL_NAME
 
     s3_bucket_block: str = Field(
-        default="nyctaxi-raw", description="prefect-aws S3Bucket block holding raw months."
+        default=names.RAW_BUCKET_BLOCK, description="prefect-aws S3Bucket block holding raw months."
     )
 
     @property

@@ -13,8 +13,10 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
+from nyctaxi import names
+
+CHAMPION = names.CHAMPION_ALIAS
+CHALLENGER = names.CHALLENGER_ALIAS
 
 logger = logging.getLogger(__name__)
 

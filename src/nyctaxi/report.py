@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from nyctaxi import names
 from nyctaxi.cleaning import CleanedMonth
 
 Role = Literal["train", "validation"]
@@ -49,7 +50,11 @@ def _fmt(value: float | None) -> str:
 
 def render_markdown(report: RunReport) -> str:
     """A short, self-explanatory markdown report of one training run."""
-    verdict = "promoted to **champion**" if report.alias == "champion" else "kept as **challenger**"
+    verdict = (
+        "promoted to **champion**"
+        if report.alias == names.CHAMPION_ALIAS
+        else "kept as **challenger**"
+    )
     champion = (
         f"v{report.champion_version}" if report.champion_version is not None else "none (first)"
     )

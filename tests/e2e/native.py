@@ -1,4 +1,4 @@
-"""Helpers of the native-stack end-to-end tests: start `python -m nyctaxi.stack.run`, talk to
+"""Helpers of the native-stack end-to-end tests: start `python -m stack.run`, talk to
 it, stop it like Ctrl-C and check that nothing is left running."""
 
 from __future__ import annotations
@@ -84,10 +84,10 @@ def log_tail(log_file: Path, lines: int = 60) -> str:
 
 @contextlib.contextmanager
 def native_stack(env: dict, log_file: Path) -> Iterator[subprocess.Popen]:
-    """`python -m nyctaxi.stack.run` in its own session; stopped like Ctrl-C (SIGINT to honcho)."""
+    """`python -m stack.run` in its own session; stopped like Ctrl-C (SIGINT to honcho)."""
     with log_file.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "nyctaxi.stack.run"],
+            [sys.executable, "-m", "stack.run"],
             cwd=REPO_ROOT,
             env=env,
             stdout=log,

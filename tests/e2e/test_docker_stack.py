@@ -47,7 +47,7 @@ APP_IMAGE = "nyctaxi/app:e2e"
 MODEL = "nyc-taxi-duration"
 TRAINING_FLOW = "training"
 DEPLOYMENTS = {"train-local", "train-s3"}
-ONE_SHOT = {"create-buckets", "bootstrap"}
+ONE_SHOT = {"buckets", "bootstrap"}
 RIDE = {
     "PULocationID": 43,
     "DOLocationID": 151,

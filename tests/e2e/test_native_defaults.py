@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from nyctaxi.stack.deployments import registered_names
+from services.bootstrap.deployments import registered_names
 from tests.e2e.native import MODEL, base_environment, native_stack, stack_urls, wait_for_prediction
 from tests.servers import REPO_ROOT
 

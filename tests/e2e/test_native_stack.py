@@ -1,6 +1,6 @@
 """The native stack (`make run`) end to end, on a real Postgres and a real S3 endpoint.
 
-Starts `python -m nyctaxi.stack.run` (what `make run` runs once the venv exists) with a throwaway
+Starts `python -m stack.run` (what `make run` runs once the venv exists) with a throwaway
 Postgres cluster for Prefect and MLflow, moto's S3 server standing in for MinIO and a local
 webhook receiver, all on free loopback ports. Then: the bootstrap trains and the first model is
 served (the time from start to the first good /predict is printed: the issue's bar is 180 s on

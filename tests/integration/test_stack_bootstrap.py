@@ -21,10 +21,10 @@ from prefect.events import emit_event
 from prefect.states import Running
 from prefect_aws import AwsCredentials, S3Bucket
 
-from nyctaxi.stack import deployments, first_run
-from nyctaxi.stack.automations import AUTOMATION_NAMES
-from nyctaxi.stack.bootstrap import bootstrap
-from nyctaxi.stack.settings import BootstrapSettings
+from services.bootstrap import deployments, first_run
+from services.bootstrap.automations import AUTOMATION_NAMES
+from services.bootstrap.bootstrap import bootstrap
+from services.bootstrap.settings import BootstrapSettings
 from tests.servers import S3Endpoint
 from tests.webhooks import WebhookReceiver, webhook_receiver
 

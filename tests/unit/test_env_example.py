@@ -9,8 +9,9 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from nyctaxi.config import PipelineSettings
-from nyctaxi.stack.settings import BootstrapSettings, LocalStackSettings
+from services.bootstrap.settings import BootstrapSettings
 from services.predict.settings import PredictSettings
+from stack.settings import LocalStackSettings
 from tests.servers import REPO_ROOT
 
 

@@ -11,7 +11,7 @@ from prefect.automations import CallWebhook
 from prefect.server.events.schemas.events import ReceivedEvent
 from prefect.server.utilities.user_templates import render_user_template, validate_user_template
 
-from nyctaxi.stack.automations import (
+from services.bootstrap.automations import (
     CHAMPION_PROMOTED,
     FAILED_PAYLOAD,
     PROMOTED_PAYLOAD,

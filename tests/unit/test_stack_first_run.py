@@ -9,7 +9,7 @@ from uuid import uuid4
 import pytest
 from prefect.client.schemas.objects import FlowRun, State, StateType
 
-from nyctaxi.stack.first_run import (
+from services.bootstrap.first_run import (
     DUE_SOON,
     TrainingRunInfo,
     decide_first_run,

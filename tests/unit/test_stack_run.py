@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from nyctaxi.stack.run import busy_ports, honcho_command, stack_environment
-from nyctaxi.stack.settings import LocalStackSettings
+from stack.run import busy_ports, honcho_command, stack_environment
+from stack.settings import LocalStackSettings
 
 APP = Path("/srv/app")
 VENV_BIN = Path("/srv/app/.venv/bin")

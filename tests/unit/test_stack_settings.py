@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from nyctaxi.stack.deployments import (
+from services.bootstrap.deployments import (
     declared_deployments,
     months_of,
     runnable_deployments,
     sources_digest,
 )
-from nyctaxi.stack.settings import BootstrapSettings
+from services.bootstrap.settings import BootstrapSettings
 from tests.servers import REPO_ROOT
 
 

@@ -9,7 +9,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 from prefect.states import Completed, Crashed, Failed
 
-from nyctaxi.stack.trigger import TriggerError, outcome, parse_parameters, run_link
+from stack.trigger import TriggerError, outcome, parse_parameters, run_link
 
 
 def test_parameters_are_text_unless_they_are_json() -> None:

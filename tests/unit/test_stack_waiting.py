@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from nyctaxi.stack.waiting import ServiceNotReady, main, mlflow_health_url, wait_until
+from services.bootstrap.waiting import ServiceNotReady, main, mlflow_health_url, wait_until
 
 
 class FakeClock:

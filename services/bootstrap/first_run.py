@@ -28,8 +28,8 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.deployments import run_deployment
 from prefect.states import Crashed
 
+from nyctaxi.names import CHAMPION_ALIAS, TRAINING_FLOW, WORK_POOL
 from nyctaxi.registry import version_with_alias
-from nyctaxi.stack.settings import CHAMPION_ALIAS, TRAINING_FLOW, WORK_POOL
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.variables import Variable
 from prefect.workers.process import ProcessWorker
 
+from nyctaxi.names import S3_TAG, WORK_POOL
 from nyctaxi.schedule import resolve_months
-from nyctaxi.stack.settings import WORK_POOL
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +55,6 @@ def ensure_work_pool(client: SyncPrefectClient, name: str = WORK_POOL) -> None:
         logger.info("created work pool %s", name)
     except ObjectAlreadyExists:
         logger.info("work pool %s was created concurrently", name)
-
-
-# prefect.yaml tags a deployment that reads or writes the raw-data S3 bucket with this tag; a
-# stack without an S3 store (`make run` on its defaults) does not register those.
-S3_TAG = "s3"
 
 
 def declared_deployments(prefect_file: Path) -> list[dict[str, Any]]:

@@ -10,12 +10,8 @@ from botocore.exceptions import ClientError
 from prefect.blocks.webhook import Webhook
 from prefect_aws import AwsClientParameters, AwsCredentials, S3Bucket
 
-from nyctaxi.stack.settings import (
-    AWS_CREDENTIALS_BLOCK,
-    RAW_BUCKET_BLOCK,
-    WEBHOOK_BLOCK,
-    BootstrapSettings,
-)
+from nyctaxi.names import AWS_CREDENTIALS_BLOCK, RAW_BUCKET_BLOCK, WEBHOOK_BLOCK
+from services.bootstrap.settings import BootstrapSettings
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Run a deployment on the running stack and wait for it: what `make train` runs.
 
-    python -m nyctaxi.stack.trigger training/train-local \
+    python -m stack.trigger training/train-local \
         --param train_month=2023-02 --param val_month=2023-03
 
 Prints the run's link and each state it enters. Exit status: 0 when the run completes; 1 when it
@@ -25,8 +25,8 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
-from nyctaxi.stack.deployments import S3_TAG, registered_names
-from nyctaxi.stack.settings import WORK_POOL
+from nyctaxi.names import S3_TAG, WORK_POOL
+from services.bootstrap.deployments import registered_names
 
 NOT_STARTED = (StateType.SCHEDULED, StateType.PENDING)
 

@@ -1,4 +1,4 @@
-"""One-shot, idempotent bootstrap of a running stack: `python -m nyctaxi.stack.bootstrap`.
+"""One-shot, idempotent bootstrap of a running stack: `python -m services.bootstrap`.
 
 In order: wait (bounded) for the Prefect API; create the process work pool; register the
 deployments of prefect.yaml that this stack can run (`prefect --no-prompt deploy --name ...`, in
@@ -33,11 +33,11 @@ from pathlib import Path
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.settings import PREFECT_API_URL
 
-from nyctaxi.stack import automations, blocks, deployments, first_run
-from nyctaxi.stack.settings import BootstrapSettings
-from nyctaxi.stack.waiting import ServiceNotReady, http_probe, mlflow_health_url, wait_until
+from services.bootstrap import automations, blocks, deployments, first_run
+from services.bootstrap.settings import BootstrapSettings
+from services.bootstrap.waiting import ServiceNotReady, http_probe, mlflow_health_url, wait_until
 
-logger = logging.getLogger("nyctaxi.stack.bootstrap")
+logger = logging.getLogger("services.bootstrap")
 
 
 class BootstrapError(RuntimeError):
@@ -179,13 +179,14 @@ def stay_up() -> None:
 
 
 def configure_logging() -> None:
-    """Our own handler on the `nyctaxi` logger: Prefect's logging setup resets the root logger."""
+    """Our own handler on our loggers: Prefect's logging setup resets the root logger."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    package_logger = logging.getLogger("nyctaxi")
-    package_logger.addHandler(handler)
-    package_logger.setLevel(logging.INFO)
-    package_logger.propagate = False
+    for name in ("nyctaxi", "services"):
+        package_logger = logging.getLogger(name)
+        package_logger.addHandler(handler)
+        package_logger.setLevel(logging.INFO)
+        package_logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:

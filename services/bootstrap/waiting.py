@@ -69,7 +69,7 @@ def mlflow_health_url(tracking_uri: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m nyctaxi.stack.waiting URL... [--timeout S]`: wait until every URL answers.
+    """`python -m services.bootstrap.waiting URL... [--timeout S]`: wait until every URL answers.
 
     Cheap (no Prefect or MLflow import): the Procfile puts it in front of processes that must
     not start before a server answers, e.g. the Prefect worker.

@@ -1,6 +1,6 @@
 """Native launcher (`make run`): resolve the stack's environment, then hand over to honcho.
 
-    python -m nyctaxi.stack.run [PROCESS ...]      # default: every process of the Procfile
+    python -m stack.run [PROCESS ...]      # default: every process of the Procfile
 
 Embedded defaults when `.env` / the environment says nothing else: SQLite for Prefect and MLflow
 and a local artifact folder, all under NYCTAXI_HOME/stack (never the cwd). Postgres or an S3
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from nyctaxi.stack.settings import LocalStackSettings
+from stack.settings import LocalStackSettings
 
 # Procfile process -> the setting holding the port it listens on.
 PROCESS_PORTS = {"prefect": "prefect_port", "mlflow": "mlflow_port", "predict": "predict_port"}

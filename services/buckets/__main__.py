@@ -1,11 +1,11 @@
-"""One-shot bucket job of docker-compose.yml: create the MLflow artifacts and raw-data buckets.
+"""One-shot `buckets` job of docker-compose.yml: create the MLflow artifacts and raw-data buckets.
 
 Idempotent (existing buckets are left alone) and private (no bucket policy is set). Plain boto3
 on purpose: MLflow waits for this job, and importing Prefect would add half a minute to every
 start. Environment: S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION,
 MLFLOW_ARTIFACTS_BUCKET, RAW_BUCKET. Exit status 0 only when both buckets exist.
 
-    python services/docker/create_buckets.py
+    python -m services.buckets
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-logger = logging.getLogger("nyctaxi.create_buckets")
+from nyctaxi import names
+
+logger = logging.getLogger("services.buckets")
 
 MISSING_BUCKET_CODES = {"404", "NoSuchBucket", "NotFound"}
 
@@ -45,13 +47,13 @@ def main() -> int:
         logger.error("S3_ENDPOINT_URL is not set: nothing to create buckets in")
         return 2
     region = os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    names = [
-        os.environ.get("MLFLOW_ARTIFACTS_BUCKET") or "mlflow-artifacts",
-        os.environ.get("RAW_BUCKET") or "nyctaxi-raw",
+    buckets = [
+        os.environ.get("MLFLOW_ARTIFACTS_BUCKET") or names.MLFLOW_ARTIFACTS_BUCKET,
+        os.environ.get("RAW_BUCKET") or names.RAW_BUCKET,
     ]
     client = boto3.client("s3", endpoint_url=endpoint, region_name=region)
     try:
-        for name in names:
+        for name in buckets:
             created = ensure_bucket(client, name, region)
             logger.info("bucket %s %s", name, "created" if created else "exists")
     except (BotoCoreError, ClientError) as error:
@@ -61,7 +63,7 @@ def main() -> int:
             error,
         )
         return 1
-    logger.info("buckets ready at %s: %s", endpoint, ", ".join(names))
+    logger.info("buckets ready at %s: %s", endpoint, ", ".join(buckets))
     return 0
 
 

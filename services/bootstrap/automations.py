@@ -16,7 +16,7 @@ from uuid import UUID
 from prefect.automations import AutomationCore, CallWebhook, EventTrigger, Posture
 from prefect.client.orchestration import SyncPrefectClient
 
-from nyctaxi.stack.settings import PROMOTED_EVENT, TRAINING_FLOW
+from nyctaxi.names import PROMOTED_EVENT, TRAINING_FLOW
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,42 @@
+"""Names that more than one process must agree on, defined once.
+
+The bootstrap creates these objects, the flows and the prediction service look them up, and
+`prefect.yaml`, `docker-compose.yml` and the Procfile spell some of them out again (YAML and
+shell cannot import Python): tests/unit/test_names.py checks those files against this module.
+"""
+
+from __future__ import annotations
+
+# Prefect
+WORK_POOL = "nyctaxi-process"
+TRAINING_FLOW = "training"
+INGEST_FLOW = "ingest"
+TRAIN_LOCAL_DEPLOYMENT = "train-local"
+TRAIN_S3_DEPLOYMENT = "train-s3"
+INGEST_DEPLOYMENT = "ingest"
+DEPLOYMENTS = {
+    TRAIN_LOCAL_DEPLOYMENT: TRAINING_FLOW,
+    TRAIN_S3_DEPLOYMENT: TRAINING_FLOW,
+    INGEST_DEPLOYMENT: INGEST_FLOW,
+}
+# Deployments with this tag read the raw-data bucket: a stack without S3 does not register them.
+S3_TAG = "s3"
+AWS_CREDENTIALS_BLOCK = "nyctaxi-minio"
+RAW_BUCKET_BLOCK = "nyctaxi-raw"
+WEBHOOK_BLOCK = "nyctaxi-notify"
+PROMOTED_EVENT = "nyctaxi.model.promoted"
+
+# MLflow
+MODEL_NAME = "nyc-taxi-duration"
+EXPERIMENT = "nyc-taxi-duration"
+CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
+
+# S3 buckets (defaults; RAW_BUCKET / MLFLOW_ARTIFACTS_BUCKET override them)
+RAW_BUCKET = "nyctaxi-raw"
+MLFLOW_ARTIFACTS_BUCKET = "mlflow-artifacts"
+
+
+def model_resource_id(model_name: str) -> str:
+    """The Prefect event resource id of a registered model."""
+    return f"nyctaxi.model.{model_name}"
