@@ -52,11 +52,13 @@ def register_version(
     experiment: str = "predict-service",
     artifact_location: str | None = None,
     metrics: dict[str, float] | None = None,
+    package_dir: Path | None = None,
 ) -> str:
     """Log booster as a new version of model_name; optionally point `alias` at it.
 
     artifact_location: where a new experiment keeps artifacts (needed for a local sqlite
     store, which would otherwise write ./mlruns into the working directory).
+    package_dir: the nyctaxi package the version ships (default: the installed one).
     """
     client = MlflowClient(tracking_uri)
     with _tracking(uri=tracking_uri):
@@ -68,7 +70,12 @@ def register_version(
         )
         with mlflow.start_run(experiment_id=experiment_id):
             mlflow.log_metrics(metrics or {"train_rows": float(len(trips))})
-            info = log_model(booster, input_example=trips, registered_model_name=model_name)
+            info = log_model(
+                booster,
+                input_example=trips,
+                registered_model_name=model_name,
+                package_dir=package_dir,
+            )
     version = str(info.registered_model_version)
     if alias:
         client.set_registered_model_alias(model_name, alias, version)

@@ -42,6 +42,8 @@ class LoadedModel:
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     metrics: dict[str, float] = field(default_factory=dict)
     source: str | None = None
+    # Content digest of the nyctaxi code the version was logged with and runs (nyctaxi.modelcode).
+    code_version: str | None = None
 
     def identity(self) -> dict[str, str]:
         """The model block of every prediction response."""
@@ -54,6 +56,7 @@ class LoadedModel:
             "loaded_at": self.loaded_at.isoformat(),
             "metrics": self.metrics,
             "source": self.source,
+            "code_version": self.code_version,
         }
 
 

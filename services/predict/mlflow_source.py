@@ -64,13 +64,15 @@ class MlflowModelSource:
             raise
 
     def load(self, version: str) -> LoadedModel:
-        import mlflow.pyfunc
+        from nyctaxi import modelcode
 
         client = self._mlflow_client()
         model_version = client.get_model_version(self.name, version)
         uri = f"models:/{self.name}/{version}"
         logger.info("loading %s (@%s)", uri, self.alias)
-        python_model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+        # With the feature code the version was logged with, whatever this image holds.
+        loaded = modelcode.load_model(uri)
+        python_model = loaded.python_model()
         python_model.set_nthread(self.model_threads)
         metrics: dict[str, float] = {}
         if model_version.run_id:
@@ -84,4 +86,5 @@ class MlflowModelSource:
             loaded_at=datetime.now(UTC),
             metrics=metrics,
             source=uri,
+            code_version=loaded.code_version,
         )

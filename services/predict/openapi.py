@@ -100,6 +100,12 @@ def _schemas(settings: PredictSettings) -> dict[str, Any]:
                     "description": "Metrics of the training run (val_rmse, val_mae, ...)",
                 },
                 "source": {"type": "string", "nullable": True},
+                "code_version": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "Digest of the nyctaxi code the version was logged with and "
+                    "runs here (model-version tag code_version)",
+                },
             },
         },
         "Error": {

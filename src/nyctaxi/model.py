@@ -2,14 +2,19 @@
 
 Everything prediction needs travels with the model: the booster file (artifact "booster"), the
 nyctaxi package (code_paths; it holds the feature code and the zone tables), a signature and an
-input example. `mlflow.pyfunc.load_model("models:/<name>@<alias>")` then works in any process.
+input example. The package's content digest is the model's code version (MLmodel metadata and a
+model-version tag): `nyctaxi.modelcode.load_model` uses it to run a version with its own code in
+processes that import nyctaxi; a fresh process (`mlflow models serve`) imports the shipped copy.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +25,11 @@ import pandas as pd
 import xgboost as xgb
 from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
+from mlflow.tracking import MlflowClient
 
-import nyctaxi
 from nyctaxi.features import RAW_COLUMNS, frame_feature_matrix, ride_feature_matrix
 from nyctaxi.forest import Forest, compile_forest
+from nyctaxi.modelcode import CODE_VERSION_KEY, installed_package_dir, package_digest
 
 BOOSTER_FILE = "booster.ubj"
 # Up to this many rides are predicted by the numpy forest (nyctaxi.forest), more by XGBoost:
@@ -106,19 +112,35 @@ def _pip_requirements() -> list[str]:
     # Pinned to what trained the model; listing them skips MLflow's slow requirement inference.
     return [
         f"mlflow=={mlflow.__version__}",
-        f"xgboost=={xgb.__version__}",
+        f"xgboost-cpu=={xgb.__version__}",
         f"numpy=={np.__version__}",
         f"pandas=={pd.__version__}",
         f"cloudpickle=={cloudpickle.__version__}",
     ]
 
 
-def _copy_package(dest: Path) -> Path:
+def _copy_package(source: Path, dest: Path) -> Path:
     """A clean copy of the nyctaxi package (no caches) to ship as the model's code."""
-    source = Path(nyctaxi.__file__).resolve().parent
     target = dest / "nyctaxi"
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
     return target
+
+
+@contextlib.contextmanager
+def _without_uv_project_files() -> Iterator[None]:
+    """MLflow 3 copies uv.lock and pyproject.toml of the working directory into every model and
+    may run `uv export`; the explicit pip requirements already say what the model needs."""
+    names = ("MLFLOW_UV_AUTO_DETECT", "MLFLOW_LOG_UV_FILES")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, "false"))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def log_model(
@@ -127,10 +149,13 @@ def log_model(
     input_example: pd.DataFrame,
     name: str = "model",
     registered_model_name: str | None = None,
+    package_dir: Path | None = None,
 ) -> ModelInfo:
-    """Log booster as a TripDurationModel pyfunc to the active MLflow run (optionally register).
+    """Log booster as a TripDurationModel pyfunc to the active MLflow run (optionally register,
+    tagging the version with its code version).
 
     input_example: raw TLC trips (extra columns are dropped; a few rows are kept).
+    package_dir: the nyctaxi package to ship (default: the installed one; tests ship others).
     """
     example = raw_example(input_example)
     predictions = TripDurationModel.from_booster(booster).predict(None, example)
@@ -142,13 +167,23 @@ def log_model(
     with tempfile.TemporaryDirectory(prefix="nyctaxi-model-") as tmp:
         booster_path = Path(tmp) / BOOSTER_FILE
         booster.save_model(booster_path)
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=TripDurationModel(),
-            artifacts={"booster": str(booster_path)},
-            code_paths=[str(_copy_package(Path(tmp)))],
-            signature=signature,
-            input_example=example,
-            pip_requirements=_pip_requirements(),
-            registered_model_name=registered_model_name,
+        package = _copy_package(package_dir or installed_package_dir(), Path(tmp))
+        code_version = package_digest(package)
+        with _without_uv_project_files():
+            info = mlflow.pyfunc.log_model(
+                name=name,
+                python_model=TripDurationModel(),
+                artifacts={"booster": str(booster_path)},
+                code_paths=[str(package)],
+                signature=signature,
+                input_example=example,
+                pip_requirements=_pip_requirements(),
+                registered_model_name=registered_model_name,
+                metadata={CODE_VERSION_KEY: code_version},
+            )
+    if registered_model_name is not None:
+        version = str(info.registered_model_version)
+        MlflowClient().set_model_version_tag(
+            registered_model_name, version, CODE_VERSION_KEY, code_version
         )
+    return info

@@ -18,7 +18,7 @@ import xgboost as xgb
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from nyctaxi import evaluation
+from nyctaxi import evaluation, modelcode
 from nyctaxi.cleaning import target
 from nyctaxi.config import PipelineSettings
 from nyctaxi.model import log_model
@@ -68,8 +68,9 @@ def score_champion(model_name: str, val: pd.DataFrame) -> tuple[str, float] | No
     champion = version_with_alias(MlflowClient(), model_name, CHAMPION)
     if champion is None:
         return None
-    model = mlflow.pyfunc.load_model(f"models:/{model_name}/{champion.version}")
-    predictions = model.predict(val[INPUT_COLUMNS])
+    # With the code it was logged with: last month's champion may predate today's feature code.
+    model = modelcode.load_model(f"models:/{model_name}/{champion.version}")
+    predictions = model.pyfunc.predict(val[INPUT_COLUMNS])
     rmse = evaluation.rmse(target(val), predictions)
     logger.info("champion v%s scores RMSE %.4f on these validation rows", champion.version, rmse)
     return str(champion.version), rmse

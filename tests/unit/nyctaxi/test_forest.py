@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,23 +14,23 @@ from nyctaxi import cleaning
 from nyctaxi.features import frame_feature_matrix
 from nyctaxi.forest import compile_forest
 from nyctaxi.model import SMALL_BATCH_ROWS, TripDurationModel
-from nyctaxi.months import file_name
 from nyctaxi.training import TrainingParams, train_on_trips
 
 
 @pytest.fixture(scope="module")
-def february(data_dir: Path) -> pd.DataFrame:
-    raw = pd.read_parquet(data_dir / file_name("2023-02"))
-    return cleaning.clean_trips(raw, "2023-02").trips
+def february(tlc_sample: Callable[[str], Path]) -> pd.DataFrame:
+    """Real February 2023 trips (tests/fixtures/tlc); on the whole month: tests/integration."""
+    raw = pd.read_parquet(tlc_sample("2023-02"))
+    return cleaning.clean_trips(raw, "2023-02", min_rows=0).trips
 
 
 @pytest.fixture(scope="module")
 def booster(february: pd.DataFrame) -> xgb.Booster:
     # The shipped depth and enough rounds for leaves at every depth.
-    return train_on_trips(february.head(20_000), TrainingParams(num_boost_round=40, nthread=1))
+    return train_on_trips(february, TrainingParams(num_boost_round=40, nthread=1))
 
 
-def test_forest_reproduces_xgboost_on_a_real_month(
+def test_forest_reproduces_xgboost_on_real_rows(
     booster: xgb.Booster, february: pd.DataFrame
 ) -> None:
     features = frame_feature_matrix(february)

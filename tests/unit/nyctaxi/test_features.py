@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +10,6 @@ import pytest
 from nyctaxi import zones
 from nyctaxi.cleaning import course_rows
 from nyctaxi.features import FEATURE_NAMES, frame_feature_matrix, ride_feature_matrix
-from nyctaxi.months import file_name
 
 COLUMN = {name: index for index, name in enumerate(FEATURE_NAMES)}
 
@@ -79,23 +78,16 @@ def test_pickup_precision_and_dates_before_1970_do_not_matter() -> None:
     assert row[COLUMN["pickup_hour"]] == pytest.approx(23.5)
 
 
-def test_zone_tables_match_the_tlc_lookup(data_dir: Path) -> None:
-    with open(data_dir / "taxi_zone_lookup.csv", newline="") as handle:
-        lookup = list(csv.DictReader(handle))
-    assert len(lookup) == zones.N_ZONES
-    for row in lookup:
-        zone = int(row["LocationID"])
-        assert zones.BOROUGHS[int(zones.BOROUGH_BY_ZONE[zone])] == row["Borough"]
-        assert zones.SERVICE_ZONES[int(zones.SERVICE_ZONE_BY_ZONE[zone])] == row["service_zone"]
-    assert np.isnan(zones.BOROUGH_BY_ZONE[0])
+# The zone tables against the TLC's taxi_zone_lookup.csv: tests/integration/nyctaxi/test_features.py
 
 
 @pytest.fixture(scope="module")
-def real_rides(data_dir: Path) -> pd.DataFrame:
-    return course_rows(pd.read_parquet(data_dir / file_name("2023-02")))
+def real_rides(tlc_sample: Callable[[str], Path]) -> pd.DataFrame:
+    """Real February 2023 rides (tests/fixtures/tlc); on the whole month: tests/integration."""
+    return course_rows(pd.read_parquet(tlc_sample("2023-02")))
 
 
-def test_time_features_agree_with_pandas_on_a_real_month(real_rides: pd.DataFrame) -> None:
+def test_time_features_agree_with_pandas_on_real_rows(real_rides: pd.DataFrame) -> None:
     matrix = frame_feature_matrix(real_rides)
     pickup = real_rides["lpep_pickup_datetime"].dt
     np.testing.assert_array_equal(matrix[:, COLUMN["pickup_weekday"]], pickup.day_of_week)
@@ -105,7 +97,7 @@ def test_time_features_agree_with_pandas_on_a_real_month(real_rides: pd.DataFram
 
 
 def test_frame_and_ride_paths_agree_and_ignore_extra_columns(real_rides: pd.DataFrame) -> None:
-    sample = real_rides.sample(500, random_state=1)
+    sample = real_rides.sample(frac=1, random_state=1)
     from_frame = frame_feature_matrix(sample)  # all 20 TLC columns plus duration
     from_arrays = ride_feature_matrix(
         sample["PULocationID"].to_numpy(),  # int32 in this month

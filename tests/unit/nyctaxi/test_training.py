@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,23 +11,24 @@ from pydantic import ValidationError
 
 from nyctaxi import cleaning, evaluation
 from nyctaxi.features import FEATURE_NAMES, frame_feature_matrix
-from nyctaxi.months import file_name
 from nyctaxi.training import TrainingParams, holdout_mask, train_booster, train_on_trips
 
 # one thread: on a busy shared box OpenMP barriers make 2 threads slower for small data
 FAST = TrainingParams(num_boost_round=30, nthread=1)
 
 
+# Real rows of two months (tests/fixtures/tlc); 8,000 rides of each: tests/integration/nyctaxi.
 @pytest.fixture(scope="module")
-def january(data_dir: Path) -> pd.DataFrame:
-    trips, _ = cleaning.clean_trips(pd.read_parquet(data_dir / file_name("2023-01")), "2023-01")
-    return trips.sample(8_000, random_state=3).reset_index(drop=True)
+def january(tlc_sample: Callable[[str], Path]) -> pd.DataFrame:
+    raw = pd.read_parquet(tlc_sample("2023-01"))
+    trips, _ = cleaning.clean_trips(raw, "2023-01", min_rows=0)
+    return trips.reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
-def february_rows(data_dir: Path) -> pd.DataFrame:
-    rows = cleaning.course_rows(pd.read_parquet(data_dir / file_name("2023-02")))
-    return rows.sample(8_000, random_state=4).reset_index(drop=True)
+def february_rows(tlc_sample: Callable[[str], Path]) -> pd.DataFrame:
+    rows = cleaning.course_rows(pd.read_parquet(tlc_sample("2023-02")))
+    return rows.reset_index(drop=True)
 
 
 def test_defaults_use_every_core() -> None:
@@ -50,9 +52,10 @@ def test_params_round_trip_through_a_dict() -> None:
     assert TrainingParams(**params.model_dump()) == params
 
 
-def test_trained_model_beats_the_mean_on_the_next_month(
+def test_trained_model_beats_the_mean_on_real_rows_of_the_next_month(
     january: pd.DataFrame, february_rows: pd.DataFrame
 ) -> None:
+    # a few hundred rides; the 0.6 bar on 8,000: tests/integration/nyctaxi/test_training.py
     booster = train_on_trips(january, FAST)
     assert booster.num_boosted_rounds() == 30
     assert booster.feature_names == list(FEATURE_NAMES)
@@ -60,7 +63,7 @@ def test_trained_model_beats_the_mean_on_the_next_month(
     baseline = evaluation.rmse(y, np.full_like(y, cleaning.target(january).mean()))
     scores = evaluation.evaluate_on_trips(booster, february_rows)
     assert scores.rows == len(february_rows)
-    assert scores.rmse < 0.6 * baseline
+    assert scores.rmse < baseline
 
 
 def test_training_is_deterministic(january: pd.DataFrame) -> None:

@@ -1,4 +1,4 @@
-"""Bootstrap settings: which deployment the first run uses, and the promotion event's resource."""
+"""Bootstrap deployments: their months, the sources digest, which ones a stack registers."""
 
 from __future__ import annotations
 
@@ -19,25 +19,6 @@ from tests.servers import REPO_ROOT
 
 def settings(**values: object) -> BootstrapSettings:
     return BootstrapSettings(_env_file=None, **values)
-
-
-def test_first_run_reads_the_bucket_when_an_s3_endpoint_is_configured() -> None:
-    assert settings().first_run_deployment == "training/train-local"
-    assert settings(s3_endpoint_url="http://minio:9000").first_run_deployment == (
-        "training/train-s3"
-    )
-    assert settings(bootstrap_deployment="training/custom").first_run_deployment == (
-        "training/custom"
-    )
-
-
-def test_promotion_resource_follows_the_model_name() -> None:
-    assert settings(model_name="m2").promoted_resource_id == "nyctaxi.model.m2"
-
-
-def test_webhook_url_is_a_secret() -> None:
-    hook = settings(notify_webhook_url="https://hooks.example/T0K3N")
-    assert "T0K3N" not in repr(hook)
 
 
 def test_months_of_a_deployment_with_and_without_fixed_months() -> None:
@@ -90,12 +71,3 @@ def test_a_stack_without_s3_registers_only_the_deployments_that_need_no_bucket()
     assert not {"train-s3", "ingest"} & set(without_s3)
     # the first run of a stack without S3 is one of those it registers
     assert settings().first_run_deployment.split("/")[1] in without_s3
-
-
-def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
-    # compose passes `NOTIFY_WEBHOOK_URL: ${NOTIFY_WEBHOOK_URL:-}` when .env has none
-    monkeypatch.setenv("NOTIFY_WEBHOOK_URL", "")
-    monkeypatch.setenv("S3_ENDPOINT_URL", "")
-    loaded = BootstrapSettings(_env_file=None)
-    assert loaded.notify_webhook_url is None
-    assert not loaded.s3_enabled
