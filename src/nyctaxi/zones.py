@@ -2,7 +2,8 @@
 
 Copied from TLC's taxi_zone_lookup.csv (LocationID, Borough, Zone, service_zone) so that the model
 code shipped with every logged model carries its own copy: nothing is read from TAXI_DATA_DIR at
-prediction time. tests/unit/test_features.py checks these codes against the CSV in the shared data.
+prediction time. tests/integration/nyctaxi/test_features.py checks these codes against the CSV in
+the shared data.
 """
 
 from __future__ import annotations
