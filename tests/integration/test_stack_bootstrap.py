@@ -141,7 +141,7 @@ def test_deployments_are_registered_once_and_skipped_while_unchanged(
         }
         for name in ("training/train-local", "training/train-s3"):
             assert client.read_deployment_by_name(name).work_pool_name == "nyctaxi-process"
-    caplog.set_level(logging.INFO, logger="nyctaxi")
+    caplog.set_level(logging.INFO, logger="services.bootstrap")
     bootstrap(settings.model_copy(update={"bootstrap_redeploy": False}))
     assert "deployments up to date" in caplog.text
 
