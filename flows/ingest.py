@@ -1,12 +1,15 @@
 """Ingest flow: make raw TLC months available locally and land them in the S3 bucket.
 
 A month is looked for, in order, in the local folder (TAXI_DATA_DIR), in the S3 bucket (the
-prefect-aws `S3Bucket` block) and at the TLC download URL. With a bucket configured, every month
-found is landed under a stable key (`raw/green/YYYY-MM.parquet`) unless it is already there.
+prefect-aws `S3Bucket` block) and at the TLC download URL; that order lives in the library
+(`nyctaxi.locate`). With a bucket configured, every month found is landed under a stable key
+(`raw/green/YYYY-MM.parquet`) unless it is already there. This flow only supplies the bucket and
+the download as retried tasks.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,18 +19,12 @@ from prefect.tasks import exponential_backoff
 from prefect_aws import S3Bucket
 
 from flows.retrying import retry_when
-from nyctaxi import sources
+from nyctaxi import locate, sources
 from nyctaxi.config import PipelineSettings
-from nyctaxi.months import Month, file_name, parse_month, s3_key
+from nyctaxi.locate import IngestedMonth
+from nyctaxi.months import Month
 
-
-@dataclass(frozen=True)
-class IngestedMonth:
-    month: str
-    path: str
-    sha256: str
-    found_in: str  # "local", "s3" or "download"
-    bucket_key: str | None
+__all__ = ["IngestedMonth", "ingest_flow", "load_bucket"]
 
 
 def load_bucket(block_name: str, *, required: bool) -> S3Bucket | None:
@@ -58,15 +55,8 @@ def bucket_has_key(bucket_block: str, key: str) -> bool:
     cache_policy=NO_CACHE,
 )
 def fetch_from_bucket(bucket_block: str, key: str, dest: Path) -> Path:
-    """Download to a temp name, check it, then rename: nothing half-written is ever read."""
-    partial = dest.with_suffix(".partial")
-    try:
-        S3Bucket.load(bucket_block).download_object_to_path(key, partial)
-        sources.validate_parquet(partial)
-        partial.replace(dest)
-    finally:
-        partial.unlink(missing_ok=True)
-    return dest
+    """Download one object; the library checks it and renames it into place."""
+    return S3Bucket.load(bucket_block).download_object_to_path(key, dest)
 
 
 def _may_change_on_retry(error: Exception) -> bool:
@@ -79,17 +69,11 @@ def _may_change_on_retry(error: Exception) -> bool:
     retry_delay_seconds=exponential_backoff(backoff_factor=10),
     retry_condition_fn=retry_when(_may_change_on_retry),
     timeout_seconds=900,
-    cache_policy=NO_CACHE,  # the downloaded file itself is the cache (see locate_month)
+    cache_policy=NO_CACHE,  # the downloaded file itself is the cache (see nyctaxi.locate)
 )
 def download_month(month: Month, settings: PipelineSettings) -> Path:
     """Fetch from TLC (HTTP-level retries with backoff inside; whole-task retries on top)."""
-    return sources.download_month(
-        month,
-        settings.cache_dir,
-        base_url=settings.tlc_base_url,
-        timeout=settings.download_timeout_seconds,
-        attempts=settings.download_attempts,
-    )
+    return locate.download_from_tlc(month, settings)
 
 
 # Not cached: whether a key is already in the bucket is asked of the bucket itself
@@ -99,64 +83,39 @@ def download_month(month: Month, settings: PipelineSettings) -> Path:
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     cache_policy=NO_CACHE,
 )
-def land_in_bucket(bucket_block: str, path: Path, key: str, sha256: str) -> str:
-    get_run_logger().info("uploading %s (sha256 %s) to %s", path.name, sha256[:12], key)
+def land_in_bucket(bucket_block: str, path: Path, key: str) -> str:
     return S3Bucket.load(bucket_block).upload_from_path(path, key)
 
 
-def locate_month(
-    month: Month, settings: PipelineSettings, bucket: S3Bucket | None
-) -> tuple[Path, str]:
-    """Find one month: local folder, download cache, bucket, then TLC. Returns (path, where)."""
-    looked_in: list[str] = []
-    for folder in (settings.taxi_data_dir, settings.cache_dir):
-        if folder is None:
-            looked_in.append("local folder: TAXI_DATA_DIR is not set")
-            continue
-        found = sources.find_local(month, folder)
-        if found is not None:
-            return found, "local"
-        looked_in.append(f"local folder {folder / file_name(month)}")
-    if bucket is not None:
-        key = s3_key(month)
-        if bucket_has_key(settings.s3_bucket_block, key):
-            dest = settings.cache_dir / file_name(month)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            return fetch_from_bucket(settings.s3_bucket_block, key, dest), "s3"
-        looked_in.append(f"s3://{bucket.bucket_name}/{key}")
-    else:
-        looked_in.append(f"S3 bucket: block {settings.s3_bucket_block!r} not configured")
-    if not settings.allow_download:
-        looked_in.append("TLC download: disabled (TLC_ALLOW_DOWNLOAD=false)")
-        raise sources.MonthNotAvailableError(month, looked_in)
-    try:
-        return download_month(month, settings), "download"
-    except sources.DownloadError as error:  # not published (404) or unreachable after retries
-        looked_in.append(f"TLC: {error}")
-        raise sources.MonthNotAvailableError(month, looked_in) from error
+@dataclass(frozen=True)
+class BlockBucket:
+    """The library's `RawBucket` over a prefect-aws S3Bucket block: each call a retried task."""
+
+    block_name: str
+    name: str
+
+    def has_key(self, key: str) -> bool:
+        return bucket_has_key(self.block_name, key)
+
+    def download(self, key: str, dest: Path) -> None:
+        fetch_from_bucket(self.block_name, key, dest)
+
+    def upload(self, path: Path, key: str) -> None:
+        land_in_bucket(self.block_name, path, key)
 
 
 @flow(name="ingest")
 def ingest_flow(months: list[str], require_bucket: bool = False) -> list[IngestedMonth]:
     """Make each month available locally; with a bucket, land it there unless already present."""
     settings = PipelineSettings()
-    logger = get_run_logger()
-    bucket = load_bucket(settings.s3_bucket_block, required=require_bucket)
-    ingested = []
-    for month in map(parse_month, months):
-        path, found_in = locate_month(month, settings, bucket)
-        digest = sources.sha256_file(path)
-        key = None
-        if bucket is not None:
-            key = s3_key(month)
-            # locate_month asked the bucket already unless the month was found locally.
-            already_there = found_in == "s3" or (
-                found_in == "local" and bucket_has_key(settings.s3_bucket_block, key)
-            )
-            if already_there:
-                logger.info("%s already in s3://%s/%s", month, bucket.bucket_name, key)
-            else:
-                land_in_bucket(settings.s3_bucket_block, path, key, digest)
-        logger.info("%s: %s (from %s, sha256 %s)", month, path, found_in, digest[:12])
-        ingested.append(IngestedMonth(str(month), str(path), digest, found_in, key))
-    return ingested
+    block_name = settings.s3_bucket_block
+    block = load_bucket(block_name, required=require_bucket)
+    bucket = BlockBucket(block_name, block.bucket_name) if block is not None else None
+    return locate.ingest_months(
+        months,
+        settings,
+        bucket,
+        functools.partial(download_month, settings=settings),
+        no_bucket=f"S3 bucket: block {block_name!r} not configured",
+        log=get_run_logger(),
+    )

@@ -62,6 +62,24 @@ class CleanedMonth:
     dropped: Mapping[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PreparedMonth:
+    """A month ready to train or validate on: its clean trips and the facts about cleaning it."""
+
+    trips: pd.DataFrame
+    facts: CleanedMonth
+
+
+def prepare_month(
+    path: str | os.PathLike[str], month: str | Month, sha256: str, *, min_rows: int = MIN_ROWS
+) -> PreparedMonth:
+    """Read one month's file and clean it; sha256 is the file's checksum, recorded in the facts."""
+    raw = read_trips(path)
+    clean, dropped = clean_trips(raw, month, min_rows=min_rows)
+    facts = CleanedMonth(str(parse_month(month)), sha256, len(raw), len(clean), dropped)
+    return PreparedMonth(clean, facts)
+
+
 def read_trips(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read the needed columns of a month with the same dtypes whatever the month.
 

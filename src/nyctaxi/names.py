@@ -2,7 +2,7 @@
 
 The bootstrap creates these objects, the flows and the prediction service look them up, and
 `prefect.yaml`, `docker-compose.yml` and the Procfile spell some of them out again (YAML and
-shell cannot import Python): tests/unit/nyctaxi/test_names.py checks those files against this module.
+shell cannot import Python): tests/unit/nyctaxi/test_names.py checks those files against them.
 """
 
 from __future__ import annotations

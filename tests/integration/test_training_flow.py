@@ -14,7 +14,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
 
-from flows.training import training_flow
+from flows.training.flow import training_flow
 from nyctaxi.training import TrainingParams
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

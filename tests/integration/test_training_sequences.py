@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.training import TrainingResult, training_flow
+from flows.training.flow import TrainingResult, training_flow
 from nyctaxi.months import MonthPairError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]

@@ -1,0 +1,210 @@
+"""One training run, step by step: the order is defined here once, the steps are injected.
+
+The Prefect flow (flows/training/flow.py) passes tasks that wrap the library functions; the
+in-process training CLI passes the library functions themselves. Both get the same run: ingest
+both months, prepare them, fit and evaluate, score the champion on the same validation rows, log
+and register, decide and apply the promotion, announce it, publish the report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import pandas as pd
+import xgboost as xgb
+from pydantic import BaseModel, ConfigDict
+
+from nyctaxi import evaluation, tracking
+from nyctaxi.cleaning import PreparedMonth
+from nyctaxi.config import PipelineSettings
+from nyctaxi.locate import IngestedMonth
+from nyctaxi.months import check_training_pair
+from nyctaxi.registry import PromotionDecision, decide_promotion
+from nyctaxi.report import MonthSummary, RunReport
+from nyctaxi.training import TrainingParams, train_on_trips
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """What to train: validated on creation, so a bad pair fails before any work."""
+
+    train_month: str
+    val_month: str
+    model_name: str
+    hyperparams: TrainingParams
+
+    def __post_init__(self) -> None:
+        check_training_pair(self.train_month, self.val_month)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A booster fitted on the train month and its scores on the validation month."""
+
+    booster: xgb.Booster
+    val_rmse: float
+    val_mae: float
+    train_seconds: float  # features, fit and evaluation
+    train_rows: int
+    val_rows: int
+
+    def metrics(self) -> dict[str, float]:
+        """The metrics logged to MLflow (names as in the run)."""
+        return {
+            "val_rmse": self.val_rmse,
+            "val_mae": self.val_mae,
+            "train_seconds": self.train_seconds,
+            "train_rows": self.train_rows,
+            "val_rows": self.val_rows,
+        }
+
+
+def fit_and_evaluate(train: pd.DataFrame, val: pd.DataFrame, hyperparams: TrainingParams) -> Fit:
+    """Fit on the train month, score on the validation month; train_seconds times both."""
+    started = time.perf_counter()
+    booster = train_on_trips(train, hyperparams)
+    scores = evaluation.evaluate_on_trips(booster, val)
+    seconds = round(time.perf_counter() - started, 3)
+    return Fit(booster, scores.rmse, scores.mae, seconds, len(train), len(val))
+
+
+class TrainingResult(BaseModel):
+    """What a run returns (the flow's result, the CLI's JSON)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    model_name: str
+    model_version: str
+    alias: str
+    reason: str
+    val_rmse: float
+    val_mae: float
+    champion_rmse: float | None
+    train_rows: int
+    val_rows: int
+    train_seconds: float
+    train_month: str
+    val_month: str
+
+
+def log_and_register(
+    settings: PipelineSettings,
+    fit: Fit,
+    months: Sequence[MonthSummary],
+    hyperparams: TrainingParams,
+    val: pd.DataFrame,
+) -> tuple[str, str]:
+    """Log the run and the model to MLflow and register it; returns (run id, version)."""
+    return tracking.log_run(settings, fit.booster, fit.metrics(), months, hyperparams, val)
+
+
+Champion = tuple[str, float]  # (version, RMSE on this run's validation rows)
+
+
+class Promote(Protocol):
+    """Tag the new version and move the decided alias onto it (tracking.promote)."""
+
+    def __call__(
+        self,
+        model_name: str,
+        version: str,
+        decision: PromotionDecision,
+        val_rmse: float,
+        *,
+        train_month: str,
+        val_month: str,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Steps:
+    """How each step is carried out (see the module docstring)."""
+
+    ingest: Callable[[list[str]], Sequence[IngestedMonth]]
+    prepare: Callable[[IngestedMonth], PreparedMonth]
+    fit: Callable[[pd.DataFrame, pd.DataFrame, TrainingParams], Fit]
+    score_champion: Callable[[str, pd.DataFrame], Champion | None]
+    # (fit, months, hyperparams, validation rows) -> (run id, registered version)
+    log_and_register: Callable[
+        [Fit, Sequence[MonthSummary], TrainingParams, pd.DataFrame], tuple[str, str]
+    ]
+    promote: Promote
+    run_url: Callable[[str], str | None]
+    announce_promotion: Callable[[RunReport], None]
+    publish_report: Callable[[RunReport], None]
+
+
+def build_report(
+    request: TrainingRequest,
+    fit: Fit,
+    decision: PromotionDecision,
+    version: str,
+    months: Sequence[MonthSummary],
+    run_url: str | None,
+) -> RunReport:
+    return RunReport(
+        request.model_name,
+        version,
+        decision.alias,
+        decision.reason,
+        fit.val_rmse,
+        fit.val_mae,
+        decision.champion_version,
+        decision.champion_rmse,
+        fit.train_seconds,
+        tuple(months),
+        run_url,
+    )
+
+
+def build_result(request: TrainingRequest, report: RunReport, run_id: str) -> TrainingResult:
+    train, val = report.months
+    return TrainingResult(
+        run_id=run_id,
+        model_name=report.model_name,
+        model_version=report.model_version,
+        alias=report.alias,
+        reason=report.reason,
+        val_rmse=report.val_rmse,
+        val_mae=report.val_mae,
+        champion_rmse=report.champion_rmse,
+        train_rows=train.rows_kept,
+        val_rows=val.rows_kept,
+        train_seconds=report.train_seconds,
+        train_month=request.train_month,
+        val_month=request.val_month,
+    )
+
+
+def run_training(request: TrainingRequest, steps: Steps) -> TrainingResult:
+    """Train on one month, validate on a later one, register, and promote only a better model."""
+    train_month, val_month = request.train_month, request.val_month
+    ingested = steps.ingest([train_month, val_month])
+    train, val = steps.prepare(ingested[0]), steps.prepare(ingested[1])
+    months = (MonthSummary.of(train.facts, "train"), MonthSummary.of(val.facts, "validation"))
+    fit = steps.fit(train.trips, val.trips, request.hyperparams)
+    champion = steps.score_champion(request.model_name, val.trips)
+    run_id, version = steps.log_and_register(fit, months, request.hyperparams, val.trips)
+    decision = decide_promotion(
+        fit.val_rmse,
+        val_month=val_month,
+        champion_version=champion[0] if champion else None,
+        champion_rmse=champion[1] if champion else None,
+    )
+    steps.promote(
+        request.model_name,
+        version,
+        decision,
+        fit.val_rmse,
+        train_month=train_month,
+        val_month=val_month,
+    )
+    report = build_report(request, fit, decision, version, months, steps.run_url(run_id))
+    if decision.promoted:
+        steps.announce_promotion(report)
+    steps.publish_report(report)
+    return build_result(request, report, run_id)
