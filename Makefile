@@ -73,7 +73,7 @@ train: setup ## Run a training deployment on the running stack and wait; says wh
 	  --param train_month=$(TRAIN_MONTH) --param val_month=$(VAL_MONTH)
 
 .PHONY: train-local
-train-local: setup ## Train once without any server (ephemeral Prefect, local MLflow store)
+train-local: setup ## Train once without any server (in-process, local MLflow store)
 	$(BIN)/python -m flows.training --train-month $(TRAIN_MONTH) --val-month $(VAL_MONTH)
 
 .PHONY: serve
@@ -85,7 +85,7 @@ serve: setup ## Only the prediction service, on MLFLOW_TRACKING_URI (default: tr
 	@echo "created .env from .env.example: change the change-me-* secrets before exposing the stack"
 
 .PHONY: up
-up: .env ## Docker: build the image and start the whole stack in the background
+up: .env ## Docker: build the images (platform, predict) and start the whole stack in the background
 	$(if $(TAXI_DATA_DIR),TAXI_DATA_HOST_DIR=$${TAXI_DATA_HOST_DIR:-$(TAXI_DATA_DIR)}) \
 	  $(COMPOSE) up -d --build
 	@echo "Prefect http://localhost:$(PREFECT_PORT)  MLflow http://localhost:$(MLFLOW_PORT)  predict http://localhost:$(PREDICT_PORT)/predict  (make ps, make logs)"
@@ -132,6 +132,10 @@ bench: bench-training bench-serving ## Both benchmarks
 .PHONY: bench-training
 bench-training: setup ## Training benchmark: our pipeline vs the course recipe, same months
 	$(BIN)/python bench/training.py --all
+
+.PHONY: bench-cli
+bench-cli: setup ## Training command: in-process vs the flow on a throwaway Prefect server (3 runs each)
+	$(BIN)/python bench/cli_training.py
 
 .PHONY: bench-serving
 bench-serving: setup ## Serving benchmark: our service vs mlflow models serve (needs wrk)

@@ -111,7 +111,7 @@ def raw_example(trips: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
 def _pip_requirements() -> list[str]:
     # Pinned to what trained the model; listing them skips MLflow's slow requirement inference.
     return [
-        f"mlflow=={mlflow.__version__}",
+        f"mlflow-skinny=={mlflow.__version__}",  # what loading needs; the full mlflow has it too
         f"xgboost-cpu=={xgb.__version__}",
         f"numpy=={np.__version__}",
         f"pandas=={pd.__version__}",

@@ -7,7 +7,8 @@ postgres:15 under their own tags, an s3rver-based MinIO stand-in through MINIO_I
 
   engine      tests/fixtures/docker/ensure_engine.sh (installs and starts dockerd if needed)
   standins    the stand-in base images (kept between runs)
-  build       `compose build` of the application image from uv.lock
+  build       `compose build` of both images from uv.lock: predict and platform (every other
+              service of ours); their sizes are measured against the bars below
   first-up    `compose up -d` on empty volumes, until deployments exist, the bootstrap's training
               run is Completed, MLflow has nyc-taxi-duration@champion and POST /predict answers
   restart     `compose down`, `compose up -d --scale worker=3`: same champion, same model
@@ -43,7 +44,17 @@ pytestmark = [pytest.mark.e2e]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "docker"
 S3_STANDIN = "nyctaxi-test/s3-standin:1"
-APP_IMAGE = "nyctaxi/app:e2e"
+PLATFORM_IMAGE = "nyctaxi/platform:e2e"
+PREDICT_IMAGE = "nyctaxi/predict:e2e"
+# Size bars (`docker image inspect` Size, bytes; `docker image ls` shows the same in MB/GB): the
+# prediction image holds only what serving needs, the platform image no test tools.
+IMAGE_SIZE_BARS = {PREDICT_IMAGE: 600_000_000, PLATFORM_IMAGE: 1_200_000_000}
+# Distributions an image must not hold (its uv dependency groups leave them out).
+TEST_TOOLS = {"pytest", "moto", "hypothesis", "schemathesis", "ruff", "honcho"}
+NOT_IN_IMAGE = {
+    PREDICT_IMAGE: {"prefect", "prefect-aws", "mlflow", "psycopg2-binary", *TEST_TOOLS},
+    PLATFORM_IMAGE: TEST_TOOLS,
+}
 MODEL = "nyc-taxi-duration"
 TRAINING_FLOW = "training"
 DEPLOYMENTS = {"train-local", "train-s3"}
@@ -260,7 +271,8 @@ def write_env_file(path: Path, ports: dict[str, int], data_dir: Path) -> None:
     values = {
         "BIND_ADDRESS": "127.0.0.1",
         "PUBLIC_HOST": "localhost",
-        "NYCTAXI_IMAGE": APP_IMAGE,
+        "NYCTAXI_PLATFORM_IMAGE": PLATFORM_IMAGE,
+        "NYCTAXI_PREDICT_IMAGE": PREDICT_IMAGE,
         "PYTHON_IMAGE": "python:3.11-slim",
         "POSTGRES_USER": "nyctaxi",
         "POSTGRES_PASSWORD": secrets.token_hex(16),
@@ -277,6 +289,40 @@ def write_env_file(path: Path, ports: dict[str, int], data_dir: Path) -> None:
         **{name: str(port) for name, port in ports.items()},
     }
     path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+
+
+def image_sizes() -> dict[str, int]:
+    """Size in bytes of each of our images, as `docker image inspect` reports it."""
+    sizes = {}
+    for image in IMAGE_SIZE_BARS:
+        out = subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{.Size}}", image],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        sizes[image] = int(out.strip())
+    return sizes
+
+
+def installed(image: str, distributions: set[str]) -> set[str]:
+    """Which of `distributions` are installed in `image`."""
+    probe = (
+        "import importlib.metadata as m, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    try:\n"
+        "        m.distribution(name)\n"
+        "        print(name)\n"
+        "    except m.PackageNotFoundError:\n"
+        "        pass\n"
+    )
+    out = subprocess.run(
+        ["docker", "run", "--rm", image, "python", "-c", probe, *sorted(distributions)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return set(out.split())
 
 
 def run_script(script: str, timeout: float) -> None:
@@ -300,6 +346,7 @@ def test_docker_stack_first_start_restart_and_scale(
     data_dir = taxi_data_dir()
     assert any(data_dir.glob("green_tripdata_*.parquet")), f"no TLC months in {data_dir}"
     timings: dict[str, float] = {}
+    sizes: dict[str, int] = {}
 
     with phase("engine", timings):
         run_script("ensure_engine.sh", timeout=600)
@@ -320,6 +367,12 @@ def test_docker_stack_first_start_restart_and_scale(
     try:
         with phase("build", timings):
             stack.compose("build", timeout=1800)
+        sizes = image_sizes()
+        line = ", ".join(f"{image} {size / 1e6:.0f} MB" for image, size in sizes.items())
+        print(f"[docker e2e] image sizes: {line}", flush=True)
+        measurement(f"docker image sizes (bars: predict <= 600 MB, platform <= 1.2 GB): {line}")
+        for image, unwanted in NOT_IN_IMAGE.items():
+            assert not installed(image, unwanted), f"{image} holds {installed(image, unwanted)}"
         with phase("first-up", timings):
             check_first_start(stack)
         first = snapshot(stack)
@@ -336,6 +389,8 @@ def test_docker_stack_first_start_restart_and_scale(
         measurement(
             f"docker stack phases (s): {json.dumps({k: round(v) for k, v in timings.items()})}"
         )
+    over = {image: size for image, size in sizes.items() if size > IMAGE_SIZE_BARS[image]}
+    assert not over, f"images over their size bars {IMAGE_SIZE_BARS}: {over}"
 
 
 def check_first_start(stack: Stack) -> None:
