@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import mlflow
@@ -167,15 +167,28 @@ def test_the_prediction_service_serves_the_shipped_code(
     tmp_path: Path, mlflow_url: str, registered: tuple[str, str], booster: xgb.Booster
 ) -> None:
     name, version = registered
+    answers: dict[str, dict] = {}
+
+    def answered(key: str, call: Callable[[], requests.Response]) -> bool:
+        # Each gunicorn worker loads the model by itself: until both have, one may answer 503.
+        response = call()
+        if response.status_code == 200:
+            answers[key] = response.json()
+        return response.status_code == 200
+
     with predict_service(tmp_path, mlflow_url, name) as service:
-        wait_until(
-            lambda: service.ready_version() == version,
-            timeout=240,
-            what="the service to load the version",
-            log_file=service.log_file,
-        )
-        answer = service.predict(RIDE).json()
-        described = service.get("/model").json()
+        for key, call in (
+            ("predict", lambda: service.predict(RIDE)),
+            ("model", lambda: service.get("/model")),
+        ):
+            wait_until(
+                lambda key=key, call=call: answered(key, call),
+                timeout=240,
+                what=f"a loaded worker to answer {key}",
+                log_file=service.log_file,
+            )
+    answer, described = answers["predict"], answers["model"]
+    assert answer["model"]["version"] == described["version"] == version
     expected = shipped_code_predictions(booster, RIDES.head(1))[0]
     assert answer["duration"] == pytest.approx(float(expected), abs=2e-3), answer
     assert (
