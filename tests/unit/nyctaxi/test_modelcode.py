@@ -53,10 +53,27 @@ def test_the_library_ships_no_launcher_bootstrap_or_service_code() -> None:
 
 
 def imported_roots(path: Path) -> set[str]:
-    roots = set()
+    roots: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            roots.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            roots.add(node.module.split(".")[0])
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            roots |= imported_roots_of(node)
     return roots
+
+
+def test_library_modules_import_the_library_at_module_level_only() -> None:
+    """A function-level `import nyctaxi...` would run after load_model put the installed modules
+    back, and could mix a shipped model with installed code (see nyctaxi.modelcode)."""
+    for path in modelcode.installed_package_dir().rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import | ast.ImportFrom):
+                    assert "nyctaxi" not in imported_roots_of(node), (path, function.name)
+
+
+def imported_roots_of(node: ast.Import | ast.ImportFrom) -> set[str]:
+    if isinstance(node, ast.Import):
+        return {alias.name.split(".")[0] for alias in node.names}
+    return {node.module.split(".")[0]} if node.module and node.level == 0 else set()
