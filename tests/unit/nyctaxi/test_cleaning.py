@@ -39,15 +39,15 @@ def ride(minutes: float, pickup: str = "2023-02-10 08:00") -> dict:
 
 
 @pytest.fixture(scope="module")
-def raw_february(tlc_sample: Callable[[str], Path]) -> pd.DataFrame:
-    """Real February 2023 rows, its odd cases included (tests/fixtures/tlc)."""
-    return pd.read_parquet(tlc_sample(MONTH))
+def raw_february(tlc_month: Callable[[str], Path]) -> pd.DataFrame:
+    """A TLC-shaped February 2023, its odd cases included (synthetic: tests/unit/tlc_shaped.py)."""
+    return pd.read_parquet(tlc_month(MONTH))
 
 
-def test_read_trips_gives_the_same_dtypes_across_months(tlc_sample: Callable[[str], Path]) -> None:
+def test_read_trips_gives_the_same_dtypes_across_months(tlc_month: Callable[[str], Path]) -> None:
     # zone IDs are int64 in the 2023-01 file and int32 from 2023-02 on
-    older = cleaning.read_trips(tlc_sample("2023-01"))
-    newer = cleaning.read_trips(tlc_sample("2023-02"))
+    older = cleaning.read_trips(tlc_month("2023-01"))
+    newer = cleaning.read_trips(tlc_month("2023-02"))
     assert list(older.columns) == list(newer.columns)
     assert older.dtypes.to_dict() == newer.dtypes.to_dict()
     assert str(newer["PULocationID"].dtype) == "Int32"
@@ -60,14 +60,14 @@ def test_duration_rule_keeps_1_and_60_minutes_and_drops_outside() -> None:
     assert dropped["duration_out_of_range"] == 5
 
 
-def test_duration_rule_on_real_rows(raw_february: pd.DataFrame) -> None:
+def test_duration_rule_on_a_tlc_shaped_month(raw_february: pd.DataFrame) -> None:
     clean, _ = cleaning.clean_trips(raw_february, MONTH, min_rows=0)
     assert clean["duration"].between(1, 60).all()
-    real_durations = cleaning.duration_minutes(raw_february)
-    # the real edge cases: zero-length trips and trips of almost a day (none is negative)
-    assert (real_durations == 0).any()
-    assert (real_durations >= 0).all()
-    assert real_durations.max() > 23 * 60
+    durations = cleaning.duration_minutes(raw_february)
+    # the edge cases real months hold: zero-length trips, trips of almost a day, none negative
+    assert (durations == 0).any()
+    assert (durations >= 0).all()
+    assert durations.max() > 23 * 60
 
 
 def test_pickups_outside_the_month_are_dropped_at_the_edges() -> None:
@@ -86,12 +86,12 @@ def test_pickups_outside_the_month_are_dropped_at_the_edges() -> None:
     assert dropped["pickup_outside_month"] == 3
 
 
-def test_real_2008_and_2009_pickups_are_dropped_and_counted(raw_february: pd.DataFrame) -> None:
+def test_2008_and_2009_pickups_are_dropped_and_counted(raw_february: pd.DataFrame) -> None:
     pickup = raw_february["lpep_pickup_datetime"]
     month = parse_month(MONTH)
     ancient = pickup.dt.year < 2010
     outside = (pickup < month.start) | (pickup >= month.end)
-    assert ancient.sum() >= 1, "2023-02 holds pickups from 2008"
+    assert ancient.sum() >= 1, "the shaped month holds pickups from 2008, like the real 2023-02"
     clean, dropped = cleaning.clean_trips(raw_february, MONTH, min_rows=0)
     # missing values come first but there are none, so this rule sees every outside pickup
     assert dropped["missing_values"] == 0
@@ -117,8 +117,8 @@ def test_distance_rule_keeps_zero_and_drops_negative_absurd_and_infinite() -> No
     assert dropped["distance_out_of_range"] == 4
 
 
-def test_real_absurd_distances_are_dropped(tlc_sample: Callable[[str], Path]) -> None:
-    raw = pd.read_parquet(tlc_sample("2021-01"))  # holds the month's longest "trips"
+def test_absurd_distances_are_dropped(tlc_month: Callable[[str], Path]) -> None:
+    raw = pd.read_parquet(tlc_month("2021-01"))  # holds the month's longest "trips"
     assert raw["trip_distance"].max() == pytest.approx(244_152.01)
     clean, dropped = cleaning.clean_trips(raw, "2021-01", min_rows=0)
     assert clean["trip_distance"].max() <= cleaning.MAX_TRIP_DISTANCE_MILES
@@ -160,11 +160,11 @@ def test_each_row_is_counted_once_by_the_first_rule_in_order() -> None:
     assert len(clean) == 1
 
 
-def test_counts_add_up_on_real_rows(raw_february: pd.DataFrame) -> None:
+def test_counts_add_up_on_a_tlc_shaped_month(raw_february: pd.DataFrame) -> None:
     # on the whole month: tests/integration/nyctaxi/test_cleaning.py
     clean, dropped = cleaning.clean_trips(raw_february, MONTH, min_rows=0)
     assert len(clean) + sum(dropped.values()) == len(raw_february)
-    # the sample holds real rows for the rules that real months trip
+    # the shaped month holds rows for the rules that real months trip
     rules = ("pickup_outside_month", "duration_out_of_range", "distance_out_of_range")
     assert all(dropped[rule] > 0 for rule in rules)
     assert clean["PULocationID"].dtype == np.int32
@@ -202,7 +202,7 @@ def test_course_rows_drop_only_by_duration() -> None:
     assert "fare_amount" in kept.columns  # nothing else touched
 
 
-def test_course_rows_on_real_data_match_the_course_filter(raw_february: pd.DataFrame) -> None:
+def test_course_rows_match_the_course_filter(raw_february: pd.DataFrame) -> None:
     duration = (
         raw_february["lpep_dropoff_datetime"] - raw_february["lpep_pickup_datetime"]
     ).dt.total_seconds() / 60

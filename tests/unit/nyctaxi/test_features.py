@@ -82,22 +82,22 @@ def test_pickup_precision_and_dates_before_1970_do_not_matter() -> None:
 
 
 @pytest.fixture(scope="module")
-def real_rides(tlc_sample: Callable[[str], Path]) -> pd.DataFrame:
-    """Real February 2023 rides (tests/fixtures/tlc); on the whole month: tests/integration."""
-    return course_rows(pd.read_parquet(tlc_sample("2023-02")))
+def shaped_rides(tlc_month: Callable[[str], Path]) -> pd.DataFrame:
+    """TLC-shaped February 2023 rides (synthetic); the real month: tests/integration."""
+    return course_rows(pd.read_parquet(tlc_month("2023-02")))
 
 
-def test_time_features_agree_with_pandas_on_real_rows(real_rides: pd.DataFrame) -> None:
-    matrix = frame_feature_matrix(real_rides)
-    pickup = real_rides["lpep_pickup_datetime"].dt
+def test_time_features_agree_with_pandas_on_a_tlc_shaped_month(shaped_rides: pd.DataFrame) -> None:
+    matrix = frame_feature_matrix(shaped_rides)
+    pickup = shaped_rides["lpep_pickup_datetime"].dt
     np.testing.assert_array_equal(matrix[:, COLUMN["pickup_weekday"]], pickup.day_of_week)
     np.testing.assert_allclose(
         matrix[:, COLUMN["pickup_hour"]], pickup.hour + pickup.minute / 60, rtol=1e-6
     )
 
 
-def test_frame_and_ride_paths_agree_and_ignore_extra_columns(real_rides: pd.DataFrame) -> None:
-    sample = real_rides.sample(frac=1, random_state=1)
+def test_frame_and_ride_paths_agree_and_ignore_extra_columns(shaped_rides: pd.DataFrame) -> None:
+    sample = shaped_rides.sample(frac=1, random_state=1)
     from_frame = frame_feature_matrix(sample)  # all 20 TLC columns plus duration
     from_arrays = ride_feature_matrix(
         sample["PULocationID"].to_numpy(),  # int32 in this month

@@ -18,9 +18,9 @@ from nyctaxi.training import TrainingParams, train_on_trips
 
 
 @pytest.fixture(scope="module")
-def february(tlc_sample: Callable[[str], Path]) -> pd.DataFrame:
-    """Real February 2023 trips (tests/fixtures/tlc); on the whole month: tests/integration."""
-    raw = pd.read_parquet(tlc_sample("2023-02"))
+def february(tlc_month: Callable[[str], Path]) -> pd.DataFrame:
+    """TLC-shaped February 2023 trips (synthetic); the real month: tests/integration."""
+    raw = pd.read_parquet(tlc_month("2023-02"))
     return cleaning.clean_trips(raw, "2023-02", min_rows=0).trips
 
 
@@ -30,7 +30,7 @@ def booster(february: pd.DataFrame) -> xgb.Booster:
     return train_on_trips(february, TrainingParams(num_boost_round=40, nthread=1))
 
 
-def test_forest_reproduces_xgboost_on_real_rows(
+def test_forest_reproduces_xgboost_on_a_tlc_shaped_month(
     booster: xgb.Booster, february: pd.DataFrame
 ) -> None:
     features = frame_feature_matrix(february)

@@ -43,8 +43,8 @@ def never_fetch(month: Month) -> Path:
 
 
 @pytest.fixture
-def sample_bytes(tlc_sample: Callable[[str], Path]) -> bytes:
-    return tlc_sample(MONTH).read_bytes()
+def sample_bytes(tlc_month: Callable[[str], Path]) -> bytes:
+    return tlc_month(MONTH).read_bytes()
 
 
 def settings_for(tmp_path: Path, *, data_dir: Path | None, allow_download: bool = False):
@@ -192,7 +192,7 @@ def test_a_failed_download_is_listed_with_the_places(tmp_path: Path) -> None:
 
 
 def test_download_from_tlc_uses_the_settings(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tlc_sample: Callable[[str], Path]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tlc_month: Callable[[str], Path]
 ) -> None:
     settings = PipelineSettings(
         nyctaxi_home=tmp_path, tlc_base_url="http://127.0.0.1:9/trip-data", download_attempts=3
@@ -201,7 +201,7 @@ def test_download_from_tlc_uses_the_settings(
 
     def fake_download(month: Month, dest_dir: Path, **options: object) -> Path:
         seen.update(options, month=month, dest_dir=dest_dir)
-        return shutil.copy(tlc_sample(MONTH), tmp_path / "x.parquet")
+        return shutil.copy(tlc_month(MONTH), tmp_path / "x.parquet")
 
     monkeypatch.setattr(sources, "download_month", fake_download)
     locate.download_from_tlc(Month(2023, 1), settings)

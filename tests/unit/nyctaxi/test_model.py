@@ -18,9 +18,9 @@ from nyctaxi.training import TrainingParams, train_on_trips
 
 
 @pytest.fixture(scope="module")
-def raw_rows(tlc_sample: Callable[[str], Path]) -> pd.DataFrame:
-    """Real February 2023 rows as the TLC file has them: int32 zone IDs, 20 columns."""
-    return pd.read_parquet(tlc_sample("2023-02"))
+def raw_rows(tlc_month: Callable[[str], Path]) -> pd.DataFrame:
+    """February 2023 rows in the TLC file's shape (synthetic): int32 zone IDs, 20 columns."""
+    return pd.read_parquet(tlc_month("2023-02"))
 
 
 @pytest.fixture(scope="module")

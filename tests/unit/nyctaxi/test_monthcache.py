@@ -33,10 +33,10 @@ def test_the_cache_folder_is_under_nyctaxi_home(tmp_path: Path) -> None:
 
 
 def test_prepare_ingested_reads_and_cleans_with_the_files_checksum(
-    tmp_path: Path, tlc_sample: Callable[[str], Path]
+    tmp_path: Path, tlc_month: Callable[[str], Path]
 ) -> None:
-    # Five copies of the sample rows: enough rows for cleaning's minimum.
-    raw = pd.concat([pd.read_parquet(tlc_sample("2023-01"))] * 5, ignore_index=True)
+    # Five copies of the shaped month's rows: enough rows for cleaning's minimum.
+    raw = pd.concat([pd.read_parquet(tlc_month("2023-01"))] * 5, ignore_index=True)
     path = tmp_path / "green_tripdata_2023-01.parquet"
     raw.to_parquet(path)
 

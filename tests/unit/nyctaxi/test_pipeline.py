@@ -200,10 +200,10 @@ def test_a_malformed_month_is_refused() -> None:
 
 
 def test_fit_and_evaluate_scores_the_validation_month(
-    tlc_sample: Callable[[str], Path],
+    tlc_month: Callable[[str], Path],
 ) -> None:
     def clean(month: str) -> pd.DataFrame:
-        raw = cleaning.read_trips(tlc_sample(month))
+        raw = cleaning.read_trips(tlc_month(month))
         return cleaning.clean_trips(raw, month, min_rows=10).trips
 
     train, val = clean("2023-01"), clean("2023-02")

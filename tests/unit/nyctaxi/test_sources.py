@@ -58,9 +58,9 @@ def answer(handler: BaseHTTPRequestHandler, status: int, body: bytes = b"") -> N
 
 
 @pytest.fixture(scope="module")
-def month_bytes(tlc_sample: Callable[[str], Path]) -> bytes:
-    """A real TLC Parquet file: a few hundred rows of MONTH (tests/fixtures/tlc)."""
-    return tlc_sample(MONTH).read_bytes()
+def month_bytes(tlc_month: Callable[[str], Path]) -> bytes:
+    """A TLC-shaped Parquet file of MONTH (synthetic, tests/unit/tlc_shaped.py)."""
+    return tlc_month(MONTH).read_bytes()
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -175,10 +175,10 @@ def test_a_server_slower_than_the_timeout_is_retried(tmp_path: Path, month_bytes
     assert dest.read_bytes() == month_bytes
 
 
-def test_find_local(tmp_path: Path, tlc_sample: Callable[[str], Path]) -> None:
+def test_find_local(tmp_path: Path, tlc_month: Callable[[str], Path]) -> None:
     data_dir = tmp_path / "tlc"
     data_dir.mkdir()
-    shutil.copy(tlc_sample(MONTH), data_dir / file_name(MONTH))
+    shutil.copy(tlc_month(MONTH), data_dir / file_name(MONTH))
     assert sources.find_local(MONTH, data_dir) == data_dir / file_name(MONTH)
     assert sources.find_local("2031-07", data_dir) is None
     assert sources.find_local(MONTH, tmp_path / "no-such-folder") is None
@@ -195,11 +195,11 @@ def test_sha256_reads_files_larger_than_a_chunk(tmp_path: Path, month_bytes: byt
 
 
 @pytest.mark.parametrize("month", ["2023-01", "2023-02"])
-def test_validate_parquet_counts_rows_of_real_files(
-    month: str, tlc_sample: Callable[[str], Path]
+def test_validate_parquet_counts_rows_of_tlc_shaped_files(
+    month: str, tlc_month: Callable[[str], Path]
 ) -> None:
     # both dtype generations (int64 zone IDs up to 2023-01, int32 after)
-    path = tlc_sample(month)
+    path = tlc_month(month)
     assert sources.validate_parquet(path) == len(pd.read_parquet(path)) > 300
 
 

@@ -17,17 +17,17 @@ from nyctaxi.training import TrainingParams, holdout_mask, train_booster, train_
 FAST = TrainingParams(num_boost_round=30, nthread=1)
 
 
-# Real rows of two months (tests/fixtures/tlc); 8,000 rides of each: tests/integration/nyctaxi.
+# Two TLC-shaped months (synthetic); 8,000 real rides of each: tests/integration/nyctaxi.
 @pytest.fixture(scope="module")
-def january(tlc_sample: Callable[[str], Path]) -> pd.DataFrame:
-    raw = pd.read_parquet(tlc_sample("2023-01"))
+def january(tlc_month: Callable[[str], Path]) -> pd.DataFrame:
+    raw = pd.read_parquet(tlc_month("2023-01"))
     trips, _ = cleaning.clean_trips(raw, "2023-01", min_rows=0)
     return trips.reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
-def february_rows(tlc_sample: Callable[[str], Path]) -> pd.DataFrame:
-    rows = cleaning.course_rows(pd.read_parquet(tlc_sample("2023-02")))
+def february_rows(tlc_month: Callable[[str], Path]) -> pd.DataFrame:
+    rows = cleaning.course_rows(pd.read_parquet(tlc_month("2023-02")))
     return rows.reset_index(drop=True)
 
 
@@ -52,7 +52,7 @@ def test_params_round_trip_through_a_dict() -> None:
     assert TrainingParams(**params.model_dump()) == params
 
 
-def test_trained_model_beats_the_mean_on_real_rows_of_the_next_month(
+def test_trained_model_beats_the_mean_on_the_next_month(
     january: pd.DataFrame, february_rows: pd.DataFrame
 ) -> None:
     # a few hundred rides; the 0.6 bar on 8,000: tests/integration/nyctaxi/test_training.py
