@@ -19,7 +19,7 @@ from prefect.tasks import exponential_backoff
 from prefect_aws import S3Bucket
 
 from flows.retrying import retry_when
-from nyctaxi import locate, sources
+from nyctaxi import locate, names, sources
 from nyctaxi.config import PipelineSettings
 from nyctaxi.locate import IngestedMonth
 from nyctaxi.months import Month
@@ -104,7 +104,7 @@ class BlockBucket:
         land_in_bucket(self.block_name, path, key)
 
 
-@flow(name="ingest")
+@flow(name=names.INGEST_FLOW)
 def ingest_flow(months: list[str], require_bucket: bool = False) -> list[IngestedMonth]:
     """Make each month available locally; with a bucket, land it there unless already present."""
     settings = PipelineSettings()

@@ -140,7 +140,7 @@ def _flow_steps(settings: PipelineSettings, data_source: Literal["local", "s3"])
     )
 
 
-@flow(name="training")
+@flow(name=names.TRAINING_FLOW)
 def training_flow(
     train_month: str | None = None,
     val_month: str | None = None,

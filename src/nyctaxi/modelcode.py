@@ -20,6 +20,7 @@ function-level import would run after the swap and could find the other package.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import sys
@@ -71,6 +72,7 @@ def installed_package_dir() -> Path:
     return Path(__file__).resolve().parent
 
 
+@functools.cache  # the installed package does not change under a running process
 def installed_code_version() -> str:
     return package_digest(installed_package_dir())
 
