@@ -25,9 +25,19 @@ include .env
 $(foreach name,$(FROM_SHELL),$(eval $(name) := $$(SHELL_VALUE_$(name))))
 export $(DOTENV_NAMES)
 endif
+# The native stack's generated credentials (`make run` writes them once): every target finds
+# them. Variables from your shell or `.env` win over them.
+NATIVE_CREDENTIALS := $(patsubst ~/%,$(HOME)/%,$(or $(NYCTAXI_HOME),$(HOME)/.local/share/nyctaxi))/credentials.env
+ifneq ($(wildcard $(NATIVE_CREDENTIALS)),)
+CREDENTIAL_LINES := $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*=[A-Za-z0-9_:=.-]*\)$$/\1/p' '$(NATIVE_CREDENTIALS)')
+$(foreach line,$(CREDENTIAL_LINES),$(if $(filter undefined,$(origin $(firstword $(subst =, ,$(line))))),$(eval export $(line))))
+endif
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 PREDICT_PORT ?= 9696
+
+# MINIO_CONSOLE=true: `make up` also starts MinIO's web console (docker-compose.minio-console.yml).
+COMPOSE_FILES := -f docker-compose.yml $(if $(filter true,$(MINIO_CONSOLE)),-f docker-compose.minio-console.yml)
 
 TRAIN_MONTH ?= 2023-01
 VAL_MONTH ?= 2023-02
@@ -77,17 +87,18 @@ train-local: setup ## Train once without any server (in-process, local MLflow st
 	$(BIN)/python -m flows.training --train-month $(TRAIN_MONTH) --val-month $(VAL_MONTH)
 
 .PHONY: serve
-serve: setup ## Only the prediction service, on MLFLOW_TRACKING_URI (default: train-local's store)
-	$(BIN)/gunicorn --config services/predict/gunicorn_conf.py "services.predict.app:create_app()"
+serve: setup ## Only the prediction service on 127.0.0.1 (PREDICT_HOST), on MLFLOW_TRACKING_URI (default: train-local's store)
+	$(if $(MLFLOW_PREDICTOR_PASSWORD),MLFLOW_TRACKING_USERNAME=predictor MLFLOW_TRACKING_PASSWORD="$$MLFLOW_PREDICTOR_PASSWORD") \
+	  $(BIN)/gunicorn --config services/predict/gunicorn_conf.py "services.predict.app:create_app()"
 
-.env:
-	cp .env.example .env
-	@echo "created .env from .env.example: change the change-me-* secrets before exposing the stack"
+.PHONY: env
+env: ## Docker: create .env with random secrets (or add the ones it lacks); refuses change-me values
+	$(PYTHON) -m stack.envfile --file .env --example .env.example
 
 .PHONY: up
-up: .env ## Docker: build the images (platform, predict) and start the whole stack in the background
+up: env ## Docker: build the images (platform, predict) and start the whole stack in the background
 	$(if $(TAXI_DATA_DIR),TAXI_DATA_HOST_DIR=$${TAXI_DATA_HOST_DIR:-$(TAXI_DATA_DIR)}) \
-	  $(COMPOSE) up -d --build
+	  $(COMPOSE) $(COMPOSE_FILES) up -d --build
 	@echo "Prefect http://localhost:$(PREFECT_PORT)  MLflow http://localhost:$(MLFLOW_PORT)  predict http://localhost:$(PREDICT_PORT)/predict  (make ps, make logs)"
 
 .PHONY: down

@@ -22,6 +22,9 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from nyctaxi import names
+from nyctaxi.credentials import credentials_path
+from stack.credentials import ensure_native_credentials
 from stack.settings import LocalStackSettings
 
 # Procfile process -> the setting holding the port it listens on.
@@ -45,6 +48,16 @@ def stack_environment(
         "PREFECT_API_URL": prefect_api,
         "PREFECT_UI_API_URL": prefect_api,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # Locked doors: basic auth on every API route but /api/health, CSRF tokens for browser
+        # sessions, CORS only for the UI's own origin.
+        "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
+        "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": ",".join(
+            f"http://{name}:{settings.prefect_port}" for name in sorted({host, "localhost"})
+        ),
+        "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{state / 'mlflow' / 'auth.db'}",
+        "MLFLOW_AUTH_CONFIG_DIR": str(state / "mlflow" / "auth-config"),
+        # The prediction service reads the registered model as this account (Procfile).
+        "MLFLOW_PREDICTOR_USERNAME": names.MLFLOW_PREDICTOR_USER,
         # The worker asks for runs this often (default 10 s): the first model is served sooner.
         "PREFECT_WORKER_QUERY_SECONDS": "5",
         # The bootstrap runs on the workers' machine here, so it can tell orphaned runs.
@@ -68,6 +81,8 @@ def stack_environment(
     for key, value in defaults.items():
         if not env.get(key):
             env[key] = value
+    # The server checks the same `user:password` its clients send.
+    env["PREFECT_SERVER_API_AUTH_STRING"] = env.get("PREFECT_API_AUTH_STRING", "")
     env.update(
         NYCTAXI_HOME=str(settings.nyctaxi_home.expanduser()),  # `~` from .env, expanded
         BIND_HOST=settings.bind_host,
@@ -115,8 +130,11 @@ def main(argv: list[str] | None = None) -> int:
 
     procfile = args.procfile.resolve()
     app_dir = procfile.parent
-    environ = {k: v for k, v in dotenv_values(app_dir / ".env").items() if v is not None}
-    environ.update(os.environ)
+    dotenv = {k: v for k, v in dotenv_values(app_dir / ".env").items() if v is not None}
+    environ = {**dotenv, **os.environ}
+    # Generated once; what the shell or `.env` sets wins over a generated value.
+    credentials_file = credentials_path(environ)
+    environ = {**ensure_native_credentials(credentials_file), **environ}
     settings = LocalStackSettings(**_settings_input(environ))
     busy = busy_ports(settings, args.processes)
     if busy:
@@ -131,15 +149,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     for folder in ("prefect", "mlflow/artifacts"):
         (settings.state_dir / folder).mkdir(parents=True, exist_ok=True)
-    print(  # noqa: T201 - the CLI's own output
-        f"nyctaxi stack: Prefect {env['PREFECT_API_URL'].removesuffix('/api')}  "
-        f"MLflow {env['MLFLOW_TRACKING_URI']}  predict http://{settings.local_host}:"
-        f"{settings.predict_port}  state {settings.state_dir}  (Ctrl-C stops everything)",
-        flush=True,
-    )
+    print(banner(settings, env, credentials_file), flush=True)  # noqa: T201 - the CLI's output
     command = honcho_command(settings, procfile=procfile, app_dir=app_dir, processes=args.processes)
     os.execvpe(str(Path(sys.executable).parent / "honcho"), command, env)
     return 0  # not reached: exec replaced this process
+
+
+def banner(settings: LocalStackSettings, env: Mapping[str, str], credentials_file: Path) -> str:
+    """Where the UIs are and how to log in; names the file with the passwords, never a value."""
+    prefect_ui = env["PREFECT_API_URL"].removesuffix("/api")
+    return "\n".join(
+        [
+            "nyctaxi stack (Ctrl-C stops everything)",
+            f"  Prefect UI  {prefect_ui}  log in with PREFECT_API_AUTH_STRING (user:password)",
+            f"  MLflow UI   {env['MLFLOW_TRACKING_URI']}  user {env.get('MLFLOW_ADMIN_USERNAME')},"
+            " password MLFLOW_ADMIN_PASSWORD",
+            f"  predict     http://{settings.local_host}:{settings.predict_port}/predict",
+            f"  credentials {credentials_file} (mode 0600; make targets and our CLIs read it)",
+            f"  state       {settings.state_dir}",
+        ]
+    )
 
 
 def _settings_input(environ: Mapping[str, str]) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,13 +28,23 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Prefect server; the test process's Prefect client points at it."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    """A real Prefect server behind basic auth and CSRF protection, as in both stacks.
 
+    The test process's Prefect client points at it with the credentials; the credentials are
+    also in os.environ for the processes tests start (CLIs, `prefect deploy`, workers), which
+    get PREFECT_API_URL from the test itself.
+    """
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    auth_string = f"test-{secrets.token_hex(4)}:{secrets.token_urlsafe(24)}"
     with (
-        prefect_server(tmp_path_factory.mktemp("prefect")) as api_url,
-        temporary_settings(updates={PREFECT_API_URL: api_url}),
+        pytest.MonkeyPatch.context() as environ,
+        prefect_server(tmp_path_factory.mktemp("prefect"), auth_string=auth_string) as api_url,
+        temporary_settings(
+            updates={PREFECT_API_URL: api_url, PREFECT_API_AUTH_STRING: auth_string}
+        ),
     ):
+        environ.setenv("PREFECT_API_AUTH_STRING", auth_string)
         yield api_url
 
 

@@ -102,21 +102,43 @@ def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> No
 
 
 @contextlib.contextmanager
-def prefect_server(home: Path, *, database_url: str | None = None) -> Iterator[str]:
-    """A real Prefect 3 server (SQLite under `home` unless `database_url`); yields the API URL."""
+def prefect_server(
+    home: Path,
+    *,
+    database_url: str | None = None,
+    auth_string: str | None = None,
+    encryption_key: str | None = None,
+    ui: bool = False,
+) -> Iterator[str]:
+    """A real Prefect 3 server (SQLite under `home` unless `database_url`); yields the API URL.
+
+    With `auth_string` ("user:password") it runs like both stacks do (`python -m
+    services.prefect`): basic auth, CSRF
+    protection, CORS limited to its own UI origin and a Fernet key from the environment
+    (`encryption_key`, else a fresh one). With `ui` it serves the UI from a copy under `home`.
+    """
     port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
     env = {
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_URL": "",
-        "PREFECT_UI_ENABLED": "false",
+        **_prefect_ui_env(home, api_url, ui),
     }
+    if auth_string:
+        env |= _prefect_auth_env(api_url, auth_string, encryption_key)
+    elif encryption_key:
+        env["PREFECT_SERVER_ENCRYPTION_KEY"] = encryption_key
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     log_file = home / "prefect-server.log"
-    args = [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1"]
-    with running_process([*args, "--port", str(port)], log_file=log_file, env=env):
-        api_url = f"http://127.0.0.1:{port}/api"
+    # With auth: the stacks' launcher (basic auth answered before Prefect's CSRF check).
+    launcher = [sys.executable, "-m", "services.prefect"] if auth_string else None
+    args = launcher or [str(VENV_BIN / "prefect"), "server", "start"]
+    with running_process(
+        [*args, "--host", "127.0.0.1", "--port", str(port)], log_file=log_file, env=env
+    ):
+        # /api/health stays open under basic auth (as /api/ready does), so no credentials here.
         wait_until(
             lambda: http_ok(f"{api_url}/health"),
             timeout=300,
@@ -126,6 +148,30 @@ def prefect_server(home: Path, *, database_url: str | None = None) -> Iterator[s
         yield api_url
 
 
+def _prefect_ui_env(home: Path, api_url: str, ui: bool) -> dict[str, str]:
+    if not ui:
+        return {"PREFECT_UI_ENABLED": "false"}
+    # The server copies the UI bundle to rewrite its base path: a folder of this server's own,
+    # not site-packages, which may be read-only and is shared by every test server.
+    return {
+        "PREFECT_UI_ENABLED": "true",
+        "PREFECT_UI_API_URL": api_url,
+        "PREFECT_UI_STATIC_DIRECTORY": str(home / "ui"),
+    }
+
+
+def _prefect_auth_env(api_url: str, auth_string: str, encryption_key: str | None) -> dict[str, str]:
+    from cryptography.fernet import Fernet
+
+    return {
+        "PREFECT_SERVER_API_AUTH_STRING": auth_string,
+        "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
+        "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": api_url.removesuffix("/api"),
+        # From the environment the key is never written to the database beside the secrets.
+        "PREFECT_SERVER_ENCRYPTION_KEY": encryption_key or Fernet.generate_key().decode(),
+    }
+
+
 @contextlib.contextmanager
 def mlflow_server(
     root: Path,
@@ -133,13 +179,15 @@ def mlflow_server(
     backend_uri: str | None = None,
     artifacts_destination: str | None = None,
     env: dict[str, str] | None = None,
+    auth: MlflowAuth | None = None,
 ) -> Iterator[str]:
-    """A real MLflow tracking server with the artifact proxy; yields its URL."""
+    """A real MLflow tracking server with the artifact proxy; yields its URL.
+
+    With `auth`, started the way both stacks start it (`python -m services.mlflow`): the
+    basic-auth app with `auth`'s admin and a SQLite user store under `root`."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    args = [
-        str(VENV_BIN / "mlflow"),
-        "server",
+    server_args = [
         "--host",
         "127.0.0.1",
         "--port",
@@ -151,6 +199,10 @@ def mlflow_server(
         "--workers",
         "1",
     ]
+    args = [str(VENV_BIN / "mlflow"), "server", *server_args]
+    if auth is not None:
+        args = [sys.executable, "-m", "services.mlflow", *server_args]
+        env = {**auth.server_env(root), **(env or {})}
     log_file = root / "mlflow-server.log"
     # MLflow 3's job runner (GenAI scorers) is unused here and costs a dozen processes.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
@@ -268,3 +320,22 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
             capture_output=True,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class MlflowAuth:
+    """Basic-auth settings of an MLflow server started by `mlflow_server(..., auth=...)`."""
+
+    admin_username: str = "admin"
+    admin_password: str = "test-admin-password"
+    flask_secret_key: str = "test-flask-secret-key"
+
+    def server_env(self, root: Path) -> dict[str, str]:
+        """The launcher's environment: the user store and its ini live under `root`."""
+        return {
+            "MLFLOW_ADMIN_USERNAME": self.admin_username,
+            "MLFLOW_ADMIN_PASSWORD": self.admin_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": self.flask_secret_key,
+            "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{root / 'auth.db'}",
+            "MLFLOW_AUTH_CONFIG_DIR": str(root / "auth-config"),
+        }

@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Literal
 
+from nyctaxi.credentials import load_native_credentials
 from nyctaxi.months import check_training_pair
 
 if TYPE_CHECKING:
@@ -185,6 +186,8 @@ def _run_in_process(args: argparse.Namespace) -> TrainingResult:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The native stack's generated credentials, before Prefect (which reads them at import).
+    load_native_credentials()
     quiet_defaults(os.environ)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     started = time.perf_counter()

@@ -5,10 +5,12 @@ deployments of prefect.yaml that this stack can run (`prefect --no-prompt deploy
 the background, skipped when nothing changed since the last registration; without an S3 endpoint
 the ones tagged `s3` are left out, and removed if an earlier bootstrap registered them); with an
 S3 endpoint, create the buckets and the AwsCredentials / S3Bucket blocks; create (or remove,
-when NOTIFY_WEBHOOK_URL is unset) the notification automations; wait (bounded) for MLflow; on
-the native stack, mark runs whose process died with the stack Crashed; with an S3 endpoint, seed
-the raw-data bucket through the ingest flow; start the first training run unless a champion
-exists or a training run is already on its way.
+when NOTIFY_WEBHOOK_URL is unset) the notification automations; wait (bounded) for MLflow; when
+MLflow runs with authentication (MLFLOW_ADMIN_PASSWORD set), ensure its trainer and predictor
+accounts, the experiment, the registered model and their grants; on the native stack, mark
+runs whose process died with the stack Crashed; with an S3 endpoint, seed the raw-data bucket
+through the ingest flow; start the first training run unless a champion exists or a training
+run is already on its way.
 
 Every step checks before it acts, so re-running it changes nothing that is already right.
 Concurrent bootstraps of one Prefect API on one machine are serialised by a lock file.
@@ -33,7 +35,7 @@ from pathlib import Path
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.settings import PREFECT_API_URL
 
-from services.bootstrap import automations, blocks, deployments, first_run
+from services.bootstrap import automations, blocks, deployments, first_run, mlflow_accounts
 from services.bootstrap.settings import BootstrapSettings
 from services.bootstrap.waiting import ServiceNotReady, http_probe, mlflow_health_url, wait_until
 
@@ -115,6 +117,7 @@ def bootstrap(settings: BootstrapSettings) -> None:
             blocks.save_storage_blocks(settings)
         configure_notifications(client, settings)
         wait_for_mlflow(settings)
+        mlflow_accounts.configure(settings)
         if finish_deploy is not None:
             finish_deploy()
         if not settings.bootstrap_train:
@@ -202,7 +205,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = BootstrapSettings()
         with bootstrap_lock(prefect_api_url(settings), settings.bootstrap_timeout_seconds):
             bootstrap(settings)
-    except (BootstrapError, ServiceNotReady, deployments.DeployError) as error:
+    except (
+        BootstrapError,
+        ServiceNotReady,
+        deployments.DeployError,
+        mlflow_accounts.MlflowAccountsError,
+    ) as error:
         logger.error("bootstrap failed: %s", error)
         return 1
     except Exception:

@@ -35,6 +35,16 @@ class BootstrapSettings(BaseSettings):
 
     notify_webhook_url: SecretStr | None = None
 
+    # MLflow's basic-auth accounts (services/bootstrap/mlflow_accounts.py). Without an admin
+    # password the server is taken to run without authentication and the step is skipped. The
+    # bootstrap's own MLflow client calls use MLFLOW_TRACKING_USERNAME / _PASSWORD (the trainer).
+    mlflow_admin_username: str = Field("admin", min_length=1)
+    mlflow_admin_password: SecretStr | None = None
+    # Required when the admin's is set; checked by the accounts step, not here: pydantic's error
+    # for a too-short value would quote it.
+    mlflow_trainer_password: SecretStr | None = None
+    mlflow_predictor_password: SecretStr | None = None
+
     bootstrap_timeout_seconds: float = Field(180.0, gt=0)
     bootstrap_deploy: bool = True
     bootstrap_redeploy: bool = Field(

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Runs once, when the postgres volume is first initialised (/docker-entrypoint-initdb.d of the
-# official image): one database and one login role each for Prefect and MLflow, each role owning
-# only its database, and no one else allowed to connect to either. Passwords come from the
-# container's environment (PREFECT_DB_PASSWORD, MLFLOW_DB_PASSWORD; see .env.example).
-# Re-running it changes nothing that exists. To apply new passwords to an existing volume, use
-# ALTER ROLE ... PASSWORD (README, troubleshooting) or start over with `docker compose down -v`.
+# The one-shot compose service `databases`, on every `up`, against the running server (PGHOST,
+# PGPASSWORD of the superuser): one database and one login role each for Prefect, MLflow's
+# tracking store and MLflow's user store (mlflow_auth: users, password hashes and grants of the
+# basic-auth app), each role owning only its database, and no one else allowed to connect to any
+# of them. Passwords come from the environment (PREFECT_DB_PASSWORD, MLFLOW_DB_PASSWORD,
+# MLFLOW_AUTH_DB_PASSWORD; see .env.example) and are set on every run: a volume from an older
+# release gains the databases it lacks, and a password changed in .env takes effect on the next
+# `make up` (the superuser's own, POSTGRES_PASSWORD, is read only when the volume is created).
 set -euo pipefail
 
 : "${PREFECT_DB_PASSWORD:?PREFECT_DB_PASSWORD must be set for the postgres service}"
 : "${MLFLOW_DB_PASSWORD:?MLFLOW_DB_PASSWORD must be set for the postgres service}"
+: "${MLFLOW_AUTH_DB_PASSWORD:?MLFLOW_AUTH_DB_PASSWORD must be set for the postgres service}"
 
 create_database() {  # NAME PASSWORD: role NAME owning database NAME
     psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" --no-password \
@@ -19,6 +22,7 @@ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'name')
 SELECT format('CREATE DATABASE %I OWNER %I', :'name', :'name')
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'name')
 \gexec
+ALTER ROLE :"name" WITH LOGIN PASSWORD :'password';
 REVOKE ALL ON DATABASE :"name" FROM PUBLIC;
 GRANT ALL ON DATABASE :"name" TO :"name";
 SQL
@@ -27,3 +31,4 @@ SQL
 
 create_database prefect "$PREFECT_DB_PASSWORD"
 create_database mlflow "$MLFLOW_DB_PASSWORD"
+create_database mlflow_auth "$MLFLOW_AUTH_DB_PASSWORD"

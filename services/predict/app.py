@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any, Protocol
 
 import numpy as np
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from services.predict.auth import PROTECTED_ROUTES, BearerCheck
 from services.predict.holder import LoadedModel, ModelHolder, SwapListener
 from services.predict.metrics import ServiceMetrics
 from services.predict.mlflow_source import MlflowModelSource
 from services.predict.openapi import openapi_spec
+from services.predict.redact import install_log_redaction
 from services.predict.settings import PredictSettings
 from services.predict.validation import Problem, RequestError, parse_json_body, parse_rides
 
@@ -35,7 +38,7 @@ class Holder(Protocol):
     def current(self) -> LoadedModel | None: ...
 
     @property
-    def problem(self) -> str | None: ...
+    def public_problem(self) -> str | None: ...
 
     def add_listener(self, listener: SwapListener) -> None: ...
 
@@ -49,7 +52,8 @@ def _is_json(mimetype: str) -> bool:
 
 
 def _not_ready(holder: Holder) -> RequestError:
-    problem = holder.problem or "no model loaded yet"
+    # Never holder.problem: it names the registry (maybe with credentials) and quotes exceptions.
+    problem = holder.public_problem or "no model loaded yet"
     return RequestError(503, "model not ready", [Problem("model", problem)])
 
 
@@ -70,6 +74,7 @@ def _round(values: np.ndarray) -> list[float]:
 def create_app(settings: PredictSettings | None = None, holder: Holder | None = None) -> Flask:
     """The WSGI app. `holder` replaces the MLflow-backed ModelHolder (tests pass a ModelHolder
     over a fake source)."""
+    install_log_redaction()
     settings = settings or PredictSettings()
     metrics = ServiceMetrics()
     if holder is None:
@@ -84,6 +89,7 @@ def create_app(settings: PredictSettings | None = None, holder: Holder | None = 
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
     _install_hooks(app, holder, metrics)
+    _install_auth(app, settings)
     _install_error_handlers(app, settings)
     _install_predict(app, settings, holder, metrics)
     _install_info_routes(app, settings, holder, metrics)
@@ -106,6 +112,27 @@ def _install_hooks(app: Flask, holder: Holder, metrics: ServiceMetrics) -> None:
         rule = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
         started = g.get("started", time.perf_counter())
         metrics.observe(rule, request.method, response.status_code, time.perf_counter() - started)
+        return response
+
+
+def _install_auth(app: Flask, settings: PredictSettings) -> None:
+    """With PREDICT_API_TOKEN set, the protected routes answer 401 without the bearer token."""
+    if settings.api_token is None:
+        return
+    bearer = BearerCheck(settings.api_token.get_secret_value())
+
+    @app.before_request
+    def require_token() -> Response | None:
+        rule = request.url_rule
+        # Unmatched paths and methods go on to their 404/405; OPTIONS (CORS preflights never
+        # carry credentials) only lists the methods.
+        if rule is None or rule.rule not in PROTECTED_ROUTES or request.method == "OPTIONS":
+            return None
+        failure = bearer.check(request.headers.get("Authorization"))
+        if failure is None:
+            return None
+        response = _error_response(401, "unauthorized", "Authorization", failure.problem)
+        response.headers["WWW-Authenticate"] = failure.challenge()
         return response
 
 
@@ -138,8 +165,10 @@ def _install_error_handlers(app: Flask, settings: PredictSettings) -> None:
 
     @app.errorhandler(Exception)
     def server_error(error: Exception) -> Response:
-        logger.exception("unhandled error on %s %s", request.method, request.path)
-        problem = f"{type(error).__name__}; see the service log"
+        # The body names no exception (its text may hold hosts or paths); the id finds the log.
+        error_id = uuid.uuid4().hex[:12]
+        logger.exception("unhandled error %s on %s %s", error_id, request.method, request.path)
+        problem = f"unexpected server error {error_id}; see the service log"
         return _error_response(500, "internal error", "server", problem)
 
 
@@ -194,7 +223,7 @@ def _install_info_routes(
         loaded = holder.current
         if loaded is None:
             raise _not_ready(holder)
-        return _json_response({**loaded.describe(), "last_problem": holder.problem})
+        return _json_response({**loaded.describe(), "last_problem": holder.public_problem})
 
     @app.get("/metrics")
     def prometheus() -> Response:

@@ -6,6 +6,10 @@ The app is not preloaded: each worker imports it after the fork, so each worker 
 model and runs its own registry poller thread (threads do not survive a fork). Variables that
 libraries read when they are imported (OpenMP, prometheus_client) are set here, in the master,
 before any worker imports them.
+
+The service writes only to the temp dir (TMPDIR, else /tmp: the metrics folder below, each
+model download while it loads) and /dev/shm (worker heartbeats; the temp dir when there is no
+/dev/shm), so it runs on a read-only root filesystem with a tmpfs on /tmp.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import logging
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
+from services.predict.redact import install_log_redaction
 from services.predict.settings import PredictSettings
 
 _settings = PredictSettings()
@@ -30,7 +36,19 @@ if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="predict-metrics-")
 _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
+
+def _worker_tmp_dir() -> str:
+    """Where workers keep their heartbeat file: in memory when possible (gunicorn warns that a
+    disk-backed folder can block workers), never under the (maybe read-only) working folder.
+    gunicorn's own --worker-tmp-dir (or GUNICORN_CMD_ARGS) overrides it."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
+        return str(shm)
+    return tempfile.gettempdir()
+
+
 bind = f"{_settings.host}:{_settings.port}"
+worker_tmp_dir = _worker_tmp_dir()
 workers = _settings.workers
 worker_class = _settings.worker_class
 threads = _settings.threads
@@ -52,9 +70,13 @@ def post_fork(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and 
         level=logging.INFO,
         format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",
     )
+    # Library warnings (MLflow's may quote the tracking URI) then go through the redaction too.
+    logging.captureWarnings(True)
+    install_log_redaction()
 
 
 def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
+    install_log_redaction()  # the master's log lines too (the workers inherit it by the fork)
     # Files left by a previous run would be summed into this run's metrics.
     os.makedirs(_metrics_dir, exist_ok=True)
     for name in os.listdir(_metrics_dir):

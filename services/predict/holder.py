@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from services.predict.redact import redact
+
 logger = logging.getLogger(__name__)
 
 
@@ -79,7 +81,12 @@ class AliasNotFound(LookupError):
 class ModelSource(Protocol):
     """Where models come from: the MLflow registry in production (see mlflow_source.py)."""
 
-    def describe(self) -> str: ...
+    name: str
+    alias: str
+
+    def describe(self) -> str:
+        """Where from, for the logs (the registry location included)."""
+        ...
 
     def resolve(self) -> VersionRef:
         """The version the alias points at now; AliasNotFound when there is none."""
@@ -118,7 +125,8 @@ class ModelHolder:
         self._retry_interval = retry_interval
         self._listeners: list[SwapListener] = []
         self._current: LoadedModel | None = None
-        self._problem: str | None = f"model not loaded yet from {source.describe()}"
+        self._problem: str | None = redact(f"model not loaded yet from {source.describe()}")
+        self._public_problem: str | None = f"no model loaded yet for {self._public_ref()}"
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -131,8 +139,18 @@ class ModelHolder:
 
     @property
     def problem(self) -> str | None:
-        """Why no model is served (None once one is), or why the last reload failed."""
+        """Why no model is served (None once one is), or why the last reload failed: the detail
+        for the logs (credentials masked, but registry location and exception text kept)."""
         return self._problem
+
+    @property
+    def public_problem(self) -> str | None:
+        """`problem` as clients may read it: model name, alias and version, never a registry
+        location or an exception text (either may hold hosts, paths or credentials)."""
+        return self._public_problem
+
+    def _public_ref(self) -> str:
+        return f"model '{self._source.name}' under alias '{self._source.alias}'"
 
     def add_listener(self, listener: SwapListener) -> None:
         """Call listener(old, new) after each swap (and now, if a model is already served)."""
@@ -163,25 +181,29 @@ class ModelHolder:
         try:
             target = self._source.resolve()
         except AliasNotFound as error:
-            self._note_problem(str(error))
+            public = f"the registry has no version of {self._public_ref()}"
+            self._note_problem(str(error), public)
             return False
         except Exception as error:  # noqa: BLE001 - any registry failure: keep serving, retry
-            self._note_problem(f"cannot ask the model registry {self._source.describe()}: {error}")
+            detail = f"cannot ask the model registry {self._source.describe()}: {error}"
+            public = f"the registry is unreachable or refused the lookup of {self._public_ref()}"
+            self._note_problem(detail, public)
             return False
         current = self._current
         version = target.version
         if current is not None and (current.version, current.run_id) == (version, target.run_id):
-            self._problem = None
+            self._problem = self._public_problem = None
             return False
         try:
             loaded = self._source.load(version)
             warm_up(loaded.predictor)
         except Exception as error:  # noqa: BLE001 - a bad version must not stop the service
             logger.exception("loading version %s failed", version)
-            self._note_problem(f"version {version} failed to load: {error}")
+            public = f"version {version} of {self._public_ref()} failed to load"
+            self._note_problem(f"version {version} failed to load: {error}", public)
             return False
         self._current = loaded  # the swap: one reference assignment
-        self._problem = None
+        self._problem = self._public_problem = None
         logger.info(
             "serving %s version %s (@%s), was %s",
             loaded.name,
@@ -193,7 +215,9 @@ class ModelHolder:
             listener(current, loaded)
         return True
 
-    def _note_problem(self, problem: str) -> None:
+    def _note_problem(self, problem: str, public: str) -> None:
+        problem = redact(problem)
+        self._public_problem = f"{public}; retrying (details in the service log)"
         if problem != self._problem:
             if self._current is None:
                 logger.warning("no model served: %s", problem)

@@ -23,6 +23,15 @@ from services.predict.holder import LoadedModel
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Label values come from a fixed set: every distinct value is a new series held forever by every
+# worker, so a client inventing methods (or paths: the app passes "<unmatched>" for those) must
+# not be able to grow the scrape without bound.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+OTHER_METHOD = "other"
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else OTHER_METHOD
 
 
 class ServiceMetrics:
@@ -68,7 +77,8 @@ class ServiceMetrics:
         )
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        labels = (route, method, str(status))
+        """Count a request; `route` is a url rule of the app (or one catch-all value)."""
+        labels = (route, method_label(method), str(status))
         self.requests.labels(*labels).inc()
         self.latency.labels(*labels).observe(seconds)
 

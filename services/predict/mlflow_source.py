@@ -11,16 +11,19 @@ import os
 from datetime import UTC, datetime
 
 from services.predict.holder import AliasNotFound, LoadedModel, VersionRef
+from services.predict.redact import redact_url
 from services.predict.settings import PredictSettings
 
 logger = logging.getLogger(__name__)
 
 # MLflow's HTTP client retries a refused connection for minutes by default; the poller retries
-# on its own schedule, so each attempt should fail fast and say why.
-_MLFLOW_HTTP_DEFAULTS = {
+# on its own schedule, so each attempt should fail fast and say why. MLflow's usage telemetry
+# would write ~/.config/mlflow (read-only in the container) and call out to the internet.
+_MLFLOW_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 _MISSING_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
 
@@ -34,11 +37,12 @@ class MlflowModelSource:
         self._client = None
 
     def describe(self) -> str:
-        return f"models:/{self.name}@{self.alias} at {self.tracking_uri}"
+        # For the logs: the URI may carry `user:password@` (MLflow's basic auth).
+        return f"models:/{self.name}@{self.alias} at {redact_url(self.tracking_uri)}"
 
     def _mlflow_client(self):  # noqa: ANN202 - MlflowClient, imported lazily
         if self._client is None:
-            for variable, value in _MLFLOW_HTTP_DEFAULTS.items():
+            for variable, value in _MLFLOW_ENV_DEFAULTS.items():
                 os.environ.setdefault(variable, value)
             import mlflow
             from mlflow.tracking import MlflowClient
@@ -49,9 +53,9 @@ class MlflowModelSource:
         return self._client
 
     def resolve(self) -> VersionRef:
+        client = self._mlflow_client()  # first: it sets MLflow's environment before any import
         from mlflow.exceptions import MlflowException
 
-        client = self._mlflow_client()
         try:
             found = client.get_model_version_by_alias(self.name, self.alias)
             return VersionRef(str(found.version), found.run_id)
@@ -59,7 +63,7 @@ class MlflowModelSource:
             if error.error_code in _MISSING_CODES:
                 raise AliasNotFound(
                     f"no version of model '{self.name}' has the alias '{self.alias}' "
-                    f"in the registry at {self.tracking_uri}"
+                    f"in the registry at {redact_url(self.tracking_uri)}"
                 ) from error
             raise
 

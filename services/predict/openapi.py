@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.predict.auth import PROTECTED_ROUTES, REALM, SECURITY_SCHEME
 from services.predict.settings import PredictSettings
 from services.predict.validation import MAX_YEAR, MIN_YEAR
 
@@ -160,7 +161,37 @@ def _predict_operation(settings: PredictSettings) -> dict[str, Any]:
     }
 
 
+def _security_scheme() -> dict[str, Any]:
+    return {
+        "type": "http",
+        "scheme": "bearer",
+        "description": (
+            f"The token the service runs with (PREDICT_API_TOKEN; realm {REALM}). Needed only "
+            "by the operations that list this scheme; none do when the service runs without one."
+        ),
+    }
+
+
+def _require_token(paths: dict[str, Any]) -> None:
+    """Mark the protected operations: bearer security and their 401 answer."""
+    unauthorized = _error(
+        "Missing or wrong bearer token (header WWW-Authenticate: Bearer, with "
+        'error="invalid_token" when a wrong token was sent)'
+    )
+    for route in PROTECTED_ROUTES:
+        for operation in paths[route].values():
+            operation["security"] = [{SECURITY_SCHEME: []}]
+            operation["responses"]["401"] = unauthorized
+
+
 def openapi_spec(settings: PredictSettings) -> dict[str, Any]:
+    spec = _base_spec(settings)
+    if settings.api_token is not None:
+        _require_token(spec["paths"])
+    return spec
+
+
+def _base_spec(settings: PredictSettings) -> dict[str, Any]:
     not_found = _error("No such route")
     wrong_method = _error("Method not allowed on this route")
     no_model = _error("No model loaded yet; `details` says what is missing")
@@ -226,6 +257,7 @@ def openapi_spec(settings: PredictSettings) -> dict[str, Any]:
             },
         },
         "components": {
+            "securitySchemes": {SECURITY_SCHEME: _security_scheme()},
             "schemas": _schemas(settings),
             "responses": {"NotFound": not_found, "MethodNotAllowed": wrong_method},
         },

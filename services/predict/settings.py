@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nyctaxi import names
@@ -43,13 +43,20 @@ class PredictSettings(BaseSettings):
         default=names.CHAMPION_ALIAS, validation_alias=AliasChoices("MODEL_ALIAS", "model_alias")
     )
 
-    host: str = "0.0.0.0"
+    # Loopback unless told otherwise (the container sets PREDICT_HOST=0.0.0.0): a `make serve`
+    # on a laptop is not reachable from the network by accident.
+    host: str = "127.0.0.1"
     port: int = Field(default=9696, ge=1, le=65535)
     workers: int = Field(default=2, ge=1, description="gunicorn worker processes")
     worker_class: str = Field(default="sync", description="gunicorn worker class: sync or gthread")
     threads: int = Field(default=1, ge=1, description="threads per worker (gthread only)")
     model_threads: int = Field(
         default=1, ge=1, description="XGBoost threads per worker; 1 because workers are processes"
+    )
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="PREDICT_API_TOKEN: when set, /predict, /model and /metrics need "
+        "`Authorization: Bearer <token>`; unset or empty: no authentication",
     )
 
     reload_interval_seconds: float = Field(
@@ -65,6 +72,15 @@ class PredictSettings(BaseSettings):
     max_trip_distance: float = Field(
         default=100.0, gt=0, description="larger trip_distance values (miles) are rejected"
     )
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _empty_token_is_unset(cls, value: object) -> object:
+        # `PREDICT_API_TOKEN=` in an env file means "no token", not "the empty token"; stray
+        # blanks around a token would never match the header value (its blanks are stripped).
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
 
     def tracking_uri(self) -> str:
         """The configured MLflow URI, else the local store the training CLI writes by default."""

@@ -31,10 +31,19 @@ MODEL_NAME = "nyc-taxi-duration"
 EXPERIMENT = "nyc-taxi-duration"
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
+# Accounts of MLflow's basic-auth app (the admin's name comes from MLFLOW_ADMIN_USERNAME): the
+# bootstrap and the Prefect worker track, register and move aliases as the trainer; the
+# prediction service reads the registered model as the predictor.
+MLFLOW_TRAINER_USER = "trainer"
+MLFLOW_PREDICTOR_USER = "predictor"
 
 # S3 buckets (defaults; RAW_BUCKET / MLFLOW_ARTIFACTS_BUCKET override them)
 RAW_BUCKET = "nyctaxi-raw"
 MLFLOW_ARTIFACTS_BUCKET = "mlflow-artifacts"
+
+# Native stack (`make run`): generated once under NYCTAXI_HOME, mode 0600, `KEY=value` lines that
+# every make target and CLI of ours reads when the variables are not already set.
+CREDENTIALS_FILE = "credentials.env"
 
 
 def model_resource_id(model_name: str) -> str:

@@ -19,7 +19,9 @@ from uuid import uuid4
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.client.schemas.objects import FlowRun
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
+from nyctaxi.credentials import parse_env_lines
 from tests.servers import REPO_ROOT, free_port, taxi_data_dir
 
 MODEL = "nyc-taxi-duration"
@@ -112,6 +114,49 @@ def stop_stack(process: subprocess.Popen, marker: str) -> None:
     for pid in marked_processes(marker):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def stack_credentials(env: dict) -> dict[str, str]:
+    """What `make run` generated into NYCTAXI_HOME (the launcher writes it before any server
+    starts, so it exists once the stack answers)."""
+    path = Path(env["NYCTAXI_HOME"]) / "credentials.env"
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} was not written"
+        time.sleep(0.2)
+    assert path.stat().st_mode & 0o777 == 0o600, oct(path.stat().st_mode)
+    return parse_env_lines(path.read_text())
+
+
+@contextlib.contextmanager
+def stack_client(env: dict) -> Iterator[dict[str, str]]:
+    """This test process's Prefect and MLflow clients use the stack's generated credentials,
+    the way our CLIs find them; nothing is typed."""
+    credentials = stack_credentials(env)
+    prefect_api, _, _ = stack_urls(env)
+    mlflow_vars = {
+        k: credentials[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    }
+    saved = {key: os.environ.get(key) for key in mlflow_vars}
+    os.environ.update(mlflow_vars)
+    settings = {
+        PREFECT_API_URL: prefect_api,
+        PREFECT_API_AUTH_STRING: credentials["PREFECT_API_AUTH_STRING"],
+    }
+    try:
+        with temporary_settings(updates=settings):
+            yield credentials
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def basic_auth(auth_string: str) -> tuple[str, str]:
+    user, _, password = auth_string.partition(":")
+    return user, password
 
 
 def post_ride(url: str) -> dict | None:

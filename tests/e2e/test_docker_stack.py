@@ -37,6 +37,8 @@ import pytest
 import requests
 import yaml
 
+from stack import envfile
+from tests.e2e import docker_doors
 from tests.servers import REPO_ROOT, free_port, taxi_data_dir
 
 pytestmark = [pytest.mark.e2e]
@@ -58,7 +60,7 @@ NOT_IN_IMAGE = {
 MODEL = "nyc-taxi-duration"
 TRAINING_FLOW = "training"
 DEPLOYMENTS = {"train-local", "train-s3"}
-ONE_SHOT = {"buckets", "bootstrap"}
+ONE_SHOT = {"preflight", "databases", "buckets", "bootstrap"}
 RIDE = {
     "PULocationID": 43,
     "DOLocationID": 151,
@@ -107,6 +109,7 @@ def test_compose_file_follows_the_house_rules() -> None:
         assert re.search(rf"\${{{secret}:\?", text), f"{secret} must be required, no default"
     assert re.search(r"\$\{MINIO_ROOT_PASSWORD:\?", text)
     assert re.search(r"\$\{MINIO_IMAGE:-minio/minio:RELEASE\.", text), "pinned, overridable"
+    docker_doors.check_compose_hardening(services)
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -146,8 +149,22 @@ class Stack:
         self.project = f"nyctaxi-e2e-{secrets.token_hex(4)}"
         self.env_file = env_file
         self.ports = ports
+        values = dict(
+            line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
+        )
+        self.secrets = values
+        # Each API with the key of the account that uses it: Prefect's basic auth (plus a CSRF
+        # token, fetched on the first write), MLflow as the trainer, predict with its token.
         self.http = requests.Session()
         self.http.trust_env = False  # loopback only, never through a proxy
+        user, _, password = values.get("PREFECT_API_AUTH_STRING", "").partition(":")
+        self.http.auth = (user, password)
+        self.mlflow = requests.Session()
+        self.mlflow.trust_env = False
+        self.mlflow.auth = ("trainer", values.get("MLFLOW_TRAINER_PASSWORD", ""))
+        self.predict = requests.Session()
+        self.predict.trust_env = False
+        self.predict.headers["Authorization"] = f"Bearer {values.get('PREDICT_API_TOKEN', '')}"
         # Variables of the shell win over --env-file: keep ours from being overridden (the
         # Makefile exports a developer's .env into the environment of the tests).
         names = {line.split("=", 1)[0] for line in env_file.read_text().splitlines() if "=" in line}
@@ -178,9 +195,21 @@ class Stack:
     def url(self, service: str, path: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}{path}"
 
+    def prefect_post(self, path: str, body: dict[str, Any]) -> requests.Response:
+        """POST to the Prefect API: basic auth, and the CSRF token its server asks for."""
+        if "Prefect-Csrf-Token" not in self.http.headers:
+            client = f"e2e-{self.project}"
+            response = self.http.get(
+                self.url("PREFECT_PORT", "/api/csrf-token"), params={"client": client}
+            )
+            response.raise_for_status()
+            self.http.headers["Prefect-Csrf-Token"] = response.json()["token"]
+            self.http.headers["Prefect-Csrf-Client"] = client
+        return self.http.post(self.url("PREFECT_PORT", path), json=body)
+
     # Prefect
     def deployment_names(self) -> tuple[set[str] | None, str]:
-        response = self.http.post(self.url("PREFECT_PORT", "/api/deployments/filter"), json={})
+        response = self.prefect_post("/api/deployments/filter", {})
         response.raise_for_status()
         names = {item["name"] for item in response.json()}
         return (names if names >= DEPLOYMENTS else None), f"deployments: {sorted(names)}"
@@ -188,7 +217,7 @@ class Stack:
     def training_runs(self) -> dict[str, str]:
         """Training flow runs by id -> state type."""
         body = {"flows": {"name": {"any_": [TRAINING_FLOW]}}, "limit": 200}
-        response = self.http.post(self.url("PREFECT_PORT", "/api/flow_runs/filter"), json=body)
+        response = self.prefect_post("/api/flow_runs/filter", body)
         response.raise_for_status()
         return {run["id"]: run["state_type"] for run in response.json()}
 
@@ -201,20 +230,20 @@ class Stack:
 
     def artifact_types(self, flow_run_id: str) -> list[str]:
         body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
-        response = self.http.post(self.url("PREFECT_PORT", "/api/artifacts/filter"), json=body)
+        response = self.prefect_post("/api/artifacts/filter", body)
         response.raise_for_status()
         return sorted(artifact["type"] for artifact in response.json())
 
     # MLflow
     def run_status(self, run_id: str) -> str:
-        response = self.http.get(
+        response = self.mlflow.get(
             self.url("MLFLOW_PORT", "/api/2.0/mlflow/runs/get"), params={"run_id": run_id}
         )
         response.raise_for_status()
         return response.json()["run"]["info"]["status"]
 
     def champion(self) -> tuple[dict[str, Any] | None, str]:
-        response = self.http.get(
+        response = self.mlflow.get(
             self.url("MLFLOW_PORT", "/api/2.0/mlflow/registered-models/alias"),
             params={"name": MODEL, "alias": "champion"},
         )
@@ -223,7 +252,7 @@ class Stack:
         return response.json()["model_version"], "found"
 
     def model_versions(self) -> list[str]:
-        response = self.http.get(
+        response = self.mlflow.get(
             self.url("MLFLOW_PORT", "/api/2.0/mlflow/model-versions/search"),
             params={"filter": f"name='{MODEL}'"},
         )
@@ -232,7 +261,7 @@ class Stack:
 
     # predict
     def prediction(self) -> tuple[dict[str, Any] | None, str]:
-        response = self.http.post(self.url("PREDICT_PORT", "/predict"), json=RIDE, timeout=10)
+        response = self.predict.post(self.url("PREDICT_PORT", "/predict"), json=RIDE, timeout=10)
         if response.status_code != 200:
             return None, f"/predict answered {response.status_code}: {response.text[:200]}"
         return response.json(), "ok"
@@ -269,18 +298,18 @@ def phase(name: str, timings: dict[str, float]) -> Iterator[None]:
 
 def write_env_file(path: Path, ports: dict[str, int], data_dir: Path) -> None:
     values = {
+        # Random values for every secret, as `make env` makes them.
+        **{name: make_secret() for name, make_secret in envfile.SECRETS.items()},
+        "NYCTAXI_ENV_FILE": str(path),
+        "PREDICT_API_TOKEN": secrets.token_urlsafe(24),
         "BIND_ADDRESS": "127.0.0.1",
         "PUBLIC_HOST": "localhost",
         "NYCTAXI_PLATFORM_IMAGE": PLATFORM_IMAGE,
         "NYCTAXI_PREDICT_IMAGE": PREDICT_IMAGE,
         "PYTHON_IMAGE": "python:3.11-slim",
         "POSTGRES_USER": "nyctaxi",
-        "POSTGRES_PASSWORD": secrets.token_hex(16),
-        "PREFECT_DB_PASSWORD": secrets.token_hex(16),
-        "MLFLOW_DB_PASSWORD": secrets.token_hex(16),
         "MINIO_IMAGE": S3_STANDIN,
         "MINIO_ROOT_USER": "nyctaxi-e2e",
-        "MINIO_ROOT_PASSWORD": secrets.token_hex(16),
         "TAXI_DATA_HOST_DIR": str(data_dir),
         "TLC_ALLOW_DOWNLOAD": "false",  # tests never reach the internet
         "NOTIFY_WEBHOOK_URL": "",
@@ -350,10 +379,13 @@ def test_docker_stack_first_start_restart_and_scale(
 
     with phase("engine", timings):
         run_script("ensure_engine.sh", timeout=600)
-    # `cp .env.example .env` must give a valid configuration.
+    # `cp .env.example .env` gives a valid configuration, which the preflight then refuses.
     Stack(REPO_ROOT / ".env.example", {}).compose("config", "-q")
     with phase("standins", timings):
         run_script("build_standins.sh", timeout=1500)
+    with phase("placeholders", timings):
+        refused = docker_doors.check_placeholders_refused(Stack, tmp_path / "placeholder.env")
+    measurement(f"docker: a .env with change-me values is refused: {refused}")
 
     ports = {
         name: free_port() for name in ("PREFECT_PORT", "MLFLOW_PORT", "PREDICT_PORT", "MINIO_PORT")
@@ -376,6 +408,8 @@ def test_docker_stack_first_start_restart_and_scale(
         with phase("first-up", timings):
             check_first_start(stack)
         first = snapshot(stack)
+        with phase("doors", timings):
+            measurement("docker: " + docker_doors.check_doors(stack, first["champion"]))
         with phase("restart", timings):
             stack.compose("down", timeout=300)
             stack.compose("up", "-d", "--scale", f"worker={WORKERS}", timeout=RESTART_DEADLINE)

@@ -16,10 +16,18 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from services.bootstrap.deployments import registered_names
-from tests.e2e.native import MODEL, base_environment, native_stack, stack_urls, wait_for_prediction
+from tests.e2e.doors import check_locked
+from tests.e2e.native import (
+    MODEL,
+    base_environment,
+    basic_auth,
+    native_stack,
+    stack_client,
+    stack_urls,
+    wait_for_prediction,
+)
 from tests.servers import REPO_ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -47,9 +55,17 @@ def test_make_train_rolls_the_months_forward_and_says_why_a_run_fails(
     env = base_environment(tmp_path)  # make run's defaults: SQLite, no S3
     prefect_api, mlflow_url, predict_url = stack_urls(env)
     log_file = tmp_path / "stack.log"
-    with native_stack(env, log_file) as stack, temporary_settings({PREFECT_API_URL: prefect_api}):
+    with native_stack(env, log_file) as stack, stack_client(env) as credentials:
         first = wait_for_prediction(predict_url, stack, log_file)
         assert first["model"]["version"] == "1"
+
+        # Every door asks for a key; the banner says where the key is, never what it is.
+        auth = basic_auth(credentials["PREFECT_API_AUTH_STRING"])
+        measurement("native defaults: " + check_locked(prefect_api, auth, mlflow_url))
+        log = log_file.read_text(errors="replace")
+        assert "credentials.env" in log and "PREFECT_API_AUTH_STRING" in log
+        leaked = [key for key, value in credentials.items() if len(value) > 8 and value in log]
+        assert not leaked, f"credentials in the stack's log: {leaked}"
 
         # Only what this stack can run is registered: no bucket, no train-s3, no ingest.
         with get_client(sync_client=True) as client:

@@ -20,7 +20,6 @@ import boto3
 import pytest
 from mlflow.tracking import MlflowClient
 from prefect.deployments import run_deployment
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tests.e2e.native import (
     MARKER,
@@ -30,6 +29,7 @@ from tests.e2e.native import (
     log_tail,
     native_stack,
     post_ride,
+    stack_client,
     stack_urls,
     training_runs,
     wait_for_final_state,
@@ -93,7 +93,7 @@ def test_native_stack_trains_serves_notifies_stops_cleanly_and_restarts_without_
     log_file = tmp_path / "stack.log"
 
     started = time.monotonic()
-    with native_stack(env, log_file) as stack, temporary_settings({PREFECT_API_URL: prefect_api}):
+    with native_stack(env, log_file) as stack, stack_client(env):
         first = wait_for_prediction(predict_url, stack, log_file)
         elapsed = time.monotonic() - started
         measurement(
@@ -155,7 +155,7 @@ def test_native_stack_trains_serves_notifies_stops_cleanly_and_restarts_without_
     assert_nothing_left(env[MARKER])
 
     # Restart on the same state: the same champion is served, nothing is retrained.
-    with native_stack(env, log_file) as stack, temporary_settings({PREFECT_API_URL: prefect_api}):
+    with native_stack(env, log_file) as stack, stack_client(env):
         again = wait_for_prediction(predict_url, stack, log_file)
         assert again["model"]["version"] == champion_version
         wait_for_log(log_file, "bootstrap done", count=2, process=stack)

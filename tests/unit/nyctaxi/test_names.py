@@ -87,3 +87,15 @@ def test_env_example_spells_the_shared_names(variable: str) -> None:
     text = (ROOT / ".env.example").read_text()
     values = re.findall(rf"^#?{variable}=(.*)$", text, flags=re.MULTILINE)
     assert values and set(values) == {COMPOSE_DEFAULTS[variable]}
+
+
+def test_each_mlflow_client_in_compose_uses_its_named_account() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    users = {
+        name: service.get("environment", {}).get("MLFLOW_TRACKING_USERNAME")
+        for name, service in compose["services"].items()
+    }
+    assert users["bootstrap"] == users["worker"] == names.MLFLOW_TRAINER_USER
+    assert users["predict"] == names.MLFLOW_PREDICTOR_USER
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"MLFLOW_TRACKING_USERNAME={names.MLFLOW_PREDICTOR_USER} " in makefile

@@ -122,3 +122,25 @@ def test_busy_ports_names_the_process_whose_port_is_taken(tmp_path: Path) -> Non
         )
         assert busy_ports(stack, []) == [f"mlflow:{port}"]
         assert busy_ports(stack, ["prefect", "predict"]) == []
+
+
+def test_the_servers_lock_their_doors_with_the_clients_credentials(tmp_path: Path) -> None:
+    environ = {"PATH": "/usr/bin", "PREFECT_API_AUTH_STRING": "admin:secret"}
+    env = env_for(settings(nyctaxi_home=tmp_path, prefect_port=14200), environ)
+    assert env["PREFECT_SERVER_API_AUTH_STRING"] == "admin:secret"
+    assert env["PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED"] == "true"
+    origins = env["PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS"].split(",")
+    assert set(origins) == {"http://127.0.0.1:14200", "http://localhost:14200"}
+    assert env["MLFLOW_AUTH_DATABASE_URI"] == f"sqlite:///{tmp_path}/stack/mlflow/auth.db"
+
+
+def test_the_banner_says_where_to_log_in_but_never_a_password(tmp_path: Path) -> None:
+    from stack.run import banner
+
+    environ = {"PATH": "/usr/bin", "PREFECT_API_AUTH_STRING": "admin:s3cret-value"}
+    environ |= {"MLFLOW_ADMIN_USERNAME": "admin", "MLFLOW_ADMIN_PASSWORD": "other-s3cret"}
+    stack = settings(nyctaxi_home=tmp_path)
+    text = banner(stack, env_for(stack, environ), tmp_path / "credentials.env")
+    assert "s3cret" not in text
+    assert "http://127.0.0.1:4200" in text and "http://127.0.0.1:5000" in text
+    assert str(tmp_path / "credentials.env") in text

@@ -1,16 +1,18 @@
 """Routes, error shapes, hot swap and metrics of the prediction app, through Flask's test client.
 
-The app runs with our real ModelHolder over a fake model *source* (no MLflow here; the real
-registry is exercised in tests/integration/test_predict_service.py). The fake predictor's answer
-encodes the version that made it, so a response mixing two versions would show.
+The app runs with our real ModelHolder over a fake model *source* (fakes.py; fixtures in
+conftest.py). No MLflow here: the real registry is exercised in
+tests/integration/test_predict_service.py. The fake predictor's answer encodes the version that
+made it, so a response mixing two versions would show.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -20,115 +22,8 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from services.predict.app import create_app
-from services.predict.holder import AliasNotFound, LoadedModel, ModelHolder, VersionRef
-from services.predict.settings import PredictSettings
-
-RIDE = {
-    "PULocationID": 43,
-    "DOLocationID": 151,
-    "trip_distance": 1.2,
-    "lpep_pickup_datetime": "2023-03-01T08:15:00",
-}
-
-
-class VersionedPredictor:
-    """minutes = 10 * version + trip_distance: which version answered is visible in the answer."""
-
-    def __init__(self, version: int) -> None:
-        self.version = version
-
-    def predict_rides(
-        self, pu: np.ndarray, do: np.ndarray, distance: np.ndarray, pickup: np.ndarray
-    ) -> np.ndarray:
-        assert pu.shape == do.shape == distance.shape == pickup.shape
-        return (10.0 * self.version + distance).astype(np.float32)
-
-
-class BrokenPredictor:
-    def predict_rides(self, *arrays: np.ndarray) -> np.ndarray:
-        return np.array([np.nan], dtype=np.float32)
-
-
-class FakeSource:
-    """Our ModelSource protocol over a dict of versions; `alias_version` is where the alias is."""
-
-    def __init__(self) -> None:
-        self.alias_version: str | None = None
-        self.unreachable = False
-        self.broken_versions: set[str] = set()
-        self.loads: list[str] = []
-        self.recreated = False  # the registered model deleted and created again
-
-    def describe(self) -> str:
-        return "models:/fake@champion at memory://"
-
-    def run_id(self, version: str) -> str:
-        return f"run-{version}" + ("-recreated" if self.recreated else "")
-
-    def resolve(self) -> VersionRef:
-        if self.unreachable:
-            raise ConnectionError("connection refused")
-        if self.alias_version is None:
-            raise AliasNotFound("no version of model 'fake' has the alias 'champion'")
-        return VersionRef(self.alias_version, self.run_id(self.alias_version))
-
-    def load(self, version: str) -> LoadedModel:
-        self.loads.append(version)
-        predictor = BrokenPredictor() if version in self.broken_versions else None
-        return LoadedModel(
-            name="fake",
-            version=version,
-            alias="champion",
-            predictor=predictor or VersionedPredictor(int(version)),
-            run_id=self.run_id(version),
-            metrics={"val_rmse": 5.0 + int(version)},
-        )
-
-
-@pytest.fixture
-def source() -> FakeSource:
-    return FakeSource()
-
-
-@pytest.fixture
-def holder(source: FakeSource) -> Iterator[ModelHolder]:
-    # No poller thread: each test calls refresh() when it wants the registry looked at.
-    holder = ModelHolder(source, reload_interval=3600, retry_interval=3600, poll=False)
-    yield holder
-    holder.stop()
-
-
-@pytest.fixture
-def app(holder: ModelHolder, monkeypatch: pytest.MonkeyPatch) -> Flask:
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    service_settings = PredictSettings(
-        model_name="fake", max_batch_rides=5, max_body_bytes=4096, max_trip_distance=100
-    )
-    return create_app(service_settings, holder=holder)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-@pytest.fixture
-def serving(source: FakeSource, holder: ModelHolder) -> ModelHolder:
-    source.alias_version = "1"
-    holder.refresh()
-    assert holder.current is not None and holder.current.version == "1"
-    return holder
-
-
-def assert_error(response, status: int, field: str) -> dict:  # noqa: ANN001
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    body = response.get_json()
-    assert isinstance(body["error"], str) and body["error"]
-    assert body["details"][0]["field"] == field
-    assert body["details"][0]["problem"]
-    return body
+from services.predict.holder import LoadedModel, ModelHolder
+from tests.unit.services.predict.fakes import RIDE, FakeSource, assert_error
 
 
 def test_health_answers_without_a_model(client: FlaskClient) -> None:
@@ -147,17 +42,24 @@ def test_without_a_model_ready_model_and_predict_say_what_is_missing(
         client.post("/predict", json=RIDE),
     ):
         body = assert_error(response, 503, "model")
-        assert "alias 'champion'" in body["details"][0]["problem"]
+        problem = body["details"][0]["problem"]
+        assert "has no version of model 'fake' under alias 'champion'" in problem
+        assert "registry.internal" not in problem
 
 
-def test_an_unreachable_registry_is_named(
-    client: FlaskClient, source: FakeSource, holder: ModelHolder
+def test_an_unreachable_registry_is_said_without_its_address_or_the_error_text(
+    client: FlaskClient, source: FakeSource, holder: ModelHolder, caplog: pytest.LogCaptureFixture
 ) -> None:
     source.unreachable = True
     holder.refresh()
     body = assert_error(client.post("/predict", json=RIDE), 503, "model")
-    assert "cannot ask the model registry" in body["details"][0]["problem"]
-    assert "connection refused" in body["details"][0]["problem"]
+    problem = body["details"][0]["problem"]
+    assert "registry is unreachable" in problem and "'fake' under alias 'champion'" in problem
+    assert "registry.internal" not in problem and "connection refused" not in problem
+    # the detail stays for the logs, credentials masked
+    assert "connection refused" in (holder.problem or "")
+    assert "connection refused by http://***@registry.internal" in caplog.text
+    assert "s3cret-pw" not in (holder.problem or "") + caplog.text
 
 
 def test_becomes_ready_by_itself_when_the_alias_appears(
@@ -250,19 +152,29 @@ def test_wrong_method_is_a_json_405_with_allow(client: FlaskClient) -> None:
     assert_error(client.post("/health"), 405, "method")
 
 
-def test_a_failing_model_is_a_json_500_not_html(
-    client: FlaskClient, holder: ModelHolder, source: FakeSource
+def test_a_failing_model_is_a_json_500_that_quotes_no_exception(
+    client: FlaskClient, holder: ModelHolder, source: FakeSource, caplog: pytest.LogCaptureFixture
 ) -> None:
     source.alias_version = "1"
     holder.refresh()
 
     class Exploding:
         def predict_rides(self, *arrays: np.ndarray) -> np.ndarray:
-            raise RuntimeError("boom")
+            raise RuntimeError(f"boom reading {source.location}/artifacts")
 
     exploding = LoadedModel(name="fake", version="9", alias="champion", predictor=Exploding())
     holder._current = exploding  # a server-side fault, which the swap path would never let in
-    assert_error(client.post("/predict", json=RIDE), 500, "server")
+    body = assert_error(client.post("/predict", json=RIDE), 500, "server")
+    problem = body["details"][0]["problem"]
+    assert "boom" not in problem and "RuntimeError" not in problem and "registry" not in problem
+    # the id in the body finds the traceback in the log, where the password is masked
+    error_id = re.search(r"\b[0-9a-f]{12}\b", problem)
+    assert error_id is not None, problem
+    assert (
+        error_id.group() in caplog.text
+        and "boom reading http://***@registry.internal" in caplog.text
+    )
+    assert "s3cret-pw" not in caplog.text
 
 
 def test_a_new_version_is_swapped_in(
@@ -299,7 +211,9 @@ def test_a_broken_version_is_never_swapped_in(
     assert serving.current is not None and serving.current.version == "1"
     assert "version 2 failed to load" in (serving.problem or "")
     assert client.post("/predict", json=RIDE).get_json()["model"]["version"] == "1"
-    assert client.get("/model").get_json()["last_problem"]
+    last_problem = client.get("/model").get_json()["last_problem"]
+    assert last_problem.startswith("version 2 of model 'fake' under alias 'champion' failed")
+    assert "answered" not in last_problem  # the exception text (warm_up's) stays in the log
 
 
 def test_losing_the_registry_keeps_the_model(
