@@ -15,7 +15,6 @@ from nyctaxi import names
 from nyctaxi.credentials import parse_env_lines
 from stack import envfile
 
-MLFLOW_ADMIN_USERNAME = "admin"
 # The secrets of the native stack: the Docker stack's, minus the database and S3 passwords
 # (SQLite and local files need none).
 NATIVE_SECRETS = (
@@ -33,7 +32,7 @@ def fresh_values(existing: dict[str, str]) -> dict[str, str]:
     values = {name: envfile.SECRETS[name]() for name in NATIVE_SECRETS if name not in existing}
     trainer_password = existing.get("MLFLOW_TRAINER_PASSWORD") or values["MLFLOW_TRAINER_PASSWORD"]
     derived = {
-        "MLFLOW_ADMIN_USERNAME": MLFLOW_ADMIN_USERNAME,
+        "MLFLOW_ADMIN_USERNAME": names.MLFLOW_ADMIN_USER,
         "MLFLOW_TRACKING_USERNAME": names.MLFLOW_TRAINER_USER,
         "MLFLOW_TRACKING_PASSWORD": trainer_password,
     }

@@ -50,6 +50,19 @@ PROMOTED_PAYLOAD = """{
 }"""
 
 
+def webhook_automation(
+    name: str, description: str, trigger: EventTrigger, webhook_block_id: UUID, payload: str
+) -> AutomationCore:
+    """An enabled automation that POSTs `payload` to the webhook block when `trigger` fires."""
+    return AutomationCore(
+        name=name,
+        description=description,
+        enabled=True,
+        trigger=trigger,
+        actions=[CallWebhook(block_document_id=webhook_block_id, payload=payload)],
+    )
+
+
 def training_failed_automation(webhook_block_id: UUID) -> AutomationCore:
     """Fires once per training flow run that ends Failed or Crashed."""
     trigger = EventTrigger(
@@ -59,12 +72,9 @@ def training_failed_automation(webhook_block_id: UUID) -> AutomationCore:
         posture=Posture.Reactive,
         threshold=1,
     )
-    return AutomationCore(
-        name=TRAINING_FAILED,
-        description=f"Notify the webhook when a '{TRAINING_FLOW}' flow run fails or crashes.",
-        enabled=True,
-        trigger=trigger,
-        actions=[CallWebhook(block_document_id=webhook_block_id, payload=FAILED_PAYLOAD)],
+    description = f"Notify the webhook when a '{TRAINING_FLOW}' flow run fails or crashes."
+    return webhook_automation(
+        TRAINING_FAILED, description, trigger, webhook_block_id, FAILED_PAYLOAD
     )
 
 
@@ -76,12 +86,9 @@ def champion_promoted_automation(webhook_block_id: UUID, model_resource_id: str)
         posture=Posture.Reactive,
         threshold=1,
     )
-    return AutomationCore(
-        name=CHAMPION_PROMOTED,
-        description=f"Notify the webhook when {model_resource_id} gets a new champion.",
-        enabled=True,
-        trigger=trigger,
-        actions=[CallWebhook(block_document_id=webhook_block_id, payload=PROMOTED_PAYLOAD)],
+    description = f"Notify the webhook when {model_resource_id} gets a new champion."
+    return webhook_automation(
+        CHAMPION_PROMOTED, description, trigger, webhook_block_id, PROMOTED_PAYLOAD
     )
 
 

@@ -38,7 +38,7 @@ class BootstrapSettings(BaseSettings):
     # MLflow's basic-auth accounts (services/bootstrap/mlflow_accounts.py). Without an admin
     # password the server is taken to run without authentication and the step is skipped. The
     # bootstrap's own MLflow client calls use MLFLOW_TRACKING_USERNAME / _PASSWORD (the trainer).
-    mlflow_admin_username: str = Field("admin", min_length=1)
+    mlflow_admin_username: str = Field(names.MLFLOW_ADMIN_USER, min_length=1)
     mlflow_admin_password: SecretStr | None = None
     # Required when the admin's is set; checked by the accounts step, not here: pydantic's error
     # for a too-short value would quote it.

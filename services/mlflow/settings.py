@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nyctaxi import names
+
 # MLflow's own password policy (mlflow.utils.validation._validate_password): refusing a shorter
 # one here names our variable instead of failing inside the server's admin bootstrap.
 MIN_PASSWORD_LENGTH = 12
@@ -38,7 +40,7 @@ class MlflowServerSettings(BaseSettings):
         env_file=None, extra="ignore", env_ignore_empty=True, hide_input_in_errors=True
     )
 
-    mlflow_admin_username: str = Field("admin", min_length=1)
+    mlflow_admin_username: str = Field(names.MLFLOW_ADMIN_USER, min_length=1)
     mlflow_admin_password: SecretStr = Field(min_length=MIN_PASSWORD_LENGTH)
     # MLflow reads this variable itself (Flask session and CSRF key); it is checked here so a
     # missing one is refused with the others instead of failing inside the server.

@@ -34,6 +34,7 @@ CHALLENGER_ALIAS = "challenger"
 # Accounts of MLflow's basic-auth app (the admin's name comes from MLFLOW_ADMIN_USERNAME): the
 # bootstrap and the Prefect worker track, register and move aliases as the trainer; the
 # prediction service reads the registered model as the predictor.
+MLFLOW_ADMIN_USER = "admin"  # the default of MLFLOW_ADMIN_USERNAME
 MLFLOW_TRAINER_USER = "trainer"
 MLFLOW_PREDICTOR_USER = "predictor"
 

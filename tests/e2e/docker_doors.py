@@ -10,9 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import requests
-
-from tests.e2e.doors import check_locked
+from nyctaxi import names
+from tests.e2e.doors import check_locked, loopback_session
 
 if TYPE_CHECKING:
     from tests.e2e.test_docker_stack import Stack
@@ -74,15 +73,15 @@ def check_doors(stack: Stack, champion_version: str) -> str:
 def check_predictor(stack: Stack, champion_version: str) -> str:
     """The predictor reads the registered model but may not move an alias or add a version;
     the trainer may move the alias (to where it already is: nothing changes)."""
-    predictor = ("predictor", stack.secrets["MLFLOW_PREDICTOR_PASSWORD"])
+    predictor = (names.MLFLOW_PREDICTOR_USER, stack.secrets["MLFLOW_PREDICTOR_PASSWORD"])
     api = stack.url("MLFLOW_PORT", "/api/2.0/mlflow")
-    alias = {"name": "nyc-taxi-duration", "alias": "champion", "version": champion_version}
+    alias = {"name": names.MODEL_NAME, "alias": names.CHAMPION_ALIAS, "version": champion_version}
     read = stack.mlflow.get(f"{api}/registered-models/alias", params=alias, auth=predictor)
     assert read.status_code == 200, read.text
     moved = stack.mlflow.post(f"{api}/registered-models/alias", json=alias, auth=predictor)
     assert moved.status_code == 403, (moved.status_code, moved.text)
     source = read.json()["model_version"]["source"]
-    version = {"name": "nyc-taxi-duration", "source": source}
+    version = {"name": names.MODEL_NAME, "source": source}
     created = stack.mlflow.post(f"{api}/model-versions/create", json=version, auth=predictor)
     assert created.status_code == 403, (created.status_code, created.text)
     trainer = stack.mlflow.post(f"{api}/registered-models/alias", json=alias)
@@ -92,8 +91,7 @@ def check_predictor(stack: Stack, champion_version: str) -> str:
 
 def check_predict_token(stack: Stack) -> str:
     url = stack.url("PREDICT_PORT", "/predict")
-    stranger = requests.Session()
-    stranger.trust_env = False
+    stranger = loopback_session()
     anonymous = stranger.post(url, json={})
     assert anonymous.status_code == 401, anonymous.text
     assert anonymous.headers.get("WWW-Authenticate", "").startswith("Bearer"), anonymous.headers

@@ -37,16 +37,22 @@ MLFLOW_AUTH_ROUTES = [
 ]
 
 
+def loopback_session(auth: tuple[str, str] | None = None) -> requests.Session:
+    """A session for the stack's loopback ports: never through a proxy from the environment."""
+    session = requests.Session()
+    session.trust_env = False
+    session.auth = auth
+    return session
+
+
 def _fill(path: str) -> str:
     return re.sub(r"\{[^}]+\}|<[^>]+>", MADE_UP_ID, path)
 
 
 def prefect_routes(api_url: str, auth: tuple[str, str]) -> list[tuple[str, str]]:
     """(method, path) of every route in the Prefect server's OpenAPI document."""
-    session = requests.Session()
-    session.trust_env = False
-    response = session.get(
-        f"{api_url.removesuffix('/api')}/api/openapi.json", auth=auth, timeout=30
+    response = loopback_session(auth).get(
+        f"{api_url.removesuffix('/api')}/api/openapi.json", timeout=30
     )
     response.raise_for_status()
     routes = []
@@ -66,8 +72,7 @@ def mlflow_routes() -> list[tuple[str, str]]:
 
 def open_doors(base_url: str, routes: list[tuple[str, str]], open_paths: set[str]) -> list[str]:
     """Routes that did not answer 401 to a request without credentials (health excluded)."""
-    session = requests.Session()
-    session.trust_env = False
+    session = loopback_session()
     answered = []
     for method, path in routes:
         if path in open_paths:
@@ -87,8 +92,7 @@ def check_locked(prefect_api: str, prefect_auth: tuple[str, str], mlflow_url: st
     opened = open_doors(prefect_base, prefect, PREFECT_OPEN)
     opened += open_doors(mlflow_url, mlflow, MLFLOW_OPEN)
     assert not opened, f"answered without credentials: {opened[:20]} ({len(opened)} in all)"
-    session = requests.Session()
-    session.trust_env = False
+    session = loopback_session()
     health = [
         session.get(url, timeout=10) for url in (prefect_api + "/health", mlflow_url + "/health")
     ]

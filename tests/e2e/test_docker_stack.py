@@ -37,8 +37,10 @@ import pytest
 import requests
 import yaml
 
+from nyctaxi import names
 from stack import envfile
 from tests.e2e import docker_doors
+from tests.e2e.doors import loopback_session
 from tests.servers import REPO_ROOT, free_port, taxi_data_dir
 
 pytestmark = [pytest.mark.e2e]
@@ -149,29 +151,21 @@ class Stack:
         self.project = f"nyctaxi-e2e-{secrets.token_hex(4)}"
         self.env_file = env_file
         self.ports = ports
-        values = dict(
-            line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
-        )
-        self.secrets = values
+        self.secrets = values = envfile.assignments(env_file.read_text())
         # Each API with the key of the account that uses it: Prefect's basic auth (plus a CSRF
         # token, fetched on the first write), MLflow as the trainer, predict with its token.
-        self.http = requests.Session()
-        self.http.trust_env = False  # loopback only, never through a proxy
         user, _, password = values.get("PREFECT_API_AUTH_STRING", "").partition(":")
-        self.http.auth = (user, password)
-        self.mlflow = requests.Session()
-        self.mlflow.trust_env = False
-        self.mlflow.auth = ("trainer", values.get("MLFLOW_TRAINER_PASSWORD", ""))
-        self.predict = requests.Session()
-        self.predict.trust_env = False
+        self.http = loopback_session(auth=(user, password))
+        trainer = (names.MLFLOW_TRAINER_USER, values.get("MLFLOW_TRAINER_PASSWORD", ""))
+        self.mlflow = loopback_session(auth=trainer)
+        self.predict = loopback_session()
         self.predict.headers["Authorization"] = f"Bearer {values.get('PREDICT_API_TOKEN', '')}"
         # Variables of the shell win over --env-file: keep ours from being overridden (the
         # Makefile exports a developer's .env into the environment of the tests).
-        names = {line.split("=", 1)[0] for line in env_file.read_text().splitlines() if "=" in line}
         self.process_env = {
             key: value
             for key, value in os.environ.items()
-            if key not in names and not key.startswith("COMPOSE_")
+            if key not in values and not key.startswith("COMPOSE_")
         }
 
     def compose(self, *args: str, timeout: float = 1200, check: bool = True) -> str:
