@@ -37,7 +37,8 @@ MLFLOW_PORT ?= 5000
 PREDICT_PORT ?= 9696
 
 # MINIO_CONSOLE=true: `make up` also starts MinIO's web console (docker-compose.minio-console.yml).
-COMPOSE_FILES := -f docker-compose.yml $(if $(filter true,$(MINIO_CONSOLE)),-f docker-compose.minio-console.yml)
+# PREDICT_EVENTS=true: the prediction service announces refused versions as Prefect events.
+COMPOSE_FILES := -f docker-compose.yml $(if $(filter true,$(MINIO_CONSOLE)),-f docker-compose.minio-console.yml) $(if $(filter true,$(PREDICT_EVENTS)),-f docker-compose.predict-events.yml)
 
 TRAIN_MONTH ?= 2023-01
 VAL_MONTH ?= 2023-02
@@ -109,6 +110,22 @@ down: ## Docker: stop the stack, keep its data (volumes)
 down-volumes: ## Docker: stop the stack and delete its data (Postgres, MinIO volumes)
 	$(COMPOSE) down -v
 
+# Backups (README, Backups): stack.backup runs on the venv's python, else the host's python3
+# (enough for the Docker stack). BACKUP_STACK=auto picks Docker when its postgres runs.
+.PHONY: backup
+backup: ## Back up the running stack into BACKUP_DIR (default backups/): BACKUP_STACK=auto|native|docker, WITH_SECRETS=true
+	COMPOSE_COMMAND="$(COMPOSE) $(COMPOSE_FILES)" \
+	  $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m stack.backup backup \
+	  --stack "$(or $(BACKUP_STACK),auto)" --into "$(or $(BACKUP_DIR),backups)" \
+	  $(if $(filter true,$(WITH_SECRETS)),--with-secrets)
+
+.PHONY: restore
+restore: ## Restore BACKUP=path onto an empty stack (native: stopped; Docker: after make down); FORCE=true replaces its data
+	@test -n "$(BACKUP)" || { echo "usage: make restore BACKUP=backups/nyctaxi-<stack>-<time>" >&2; exit 2; }
+	COMPOSE_COMMAND="$(COMPOSE) $(COMPOSE_FILES)" \
+	  $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m stack.backup restore "$(BACKUP)" \
+	  $(if $(filter true,$(FORCE)),--force)
+
 .PHONY: ps
 ps: ## Docker: services and their health
 	$(COMPOSE) ps
@@ -152,6 +169,10 @@ bench-cli: setup ## Training command: in-process vs the flow on a throwaway Pref
 bench-serving: setup ## Serving benchmark: our service vs mlflow models serve (needs wrk)
 	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python bench/serving.py
+
+.PHONY: bench-soak
+bench-soak: setup ## Soak: 10 min steady /predict load, champion moved every 2 min; SOAK_ARGS (e.g. --predict-url, --tracking-uri)
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 .PHONY: clean
 clean: ## Remove the virtualenvs and caches (not your NYCTAXI_HOME data)

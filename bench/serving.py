@@ -174,6 +174,9 @@ def our_service(tmp: Path, env: dict[str, str], worker_class: str) -> Iterator[S
         "PREDICT_WORKERS": "2",
         "PREDICT_WORKER_CLASS": worker_class,
         "PREDICT_THREADS": "4" if worker_class == "gthread" else "1",
+        "PREDICT_MODEL_CACHE_DIR": str(tmp / "model-cache"),
+        # A token `make` exported from .env would lock the bench's own /metrics probe out.
+        "PREDICT_API_TOKEN": "",
     }
     args = [
         str(VENV_BIN / "gunicorn"),

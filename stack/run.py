@@ -1,4 +1,5 @@
-"""Native launcher (`make run`): resolve the stack's environment, then hand over to honcho.
+"""Native launcher (`make run`): resolve the stack's environment, then hand over to the
+supervisor (stack/supervisor.py).
 
     python -m stack.run [PROCESS ...]      # default: every process of the Procfile
 
@@ -7,8 +8,10 @@ and a local artifact folder, all under NYCTAXI_HOME/stack (never the cwd). Postg
 endpoint are used when PREFECT_API_DATABASE_CONNECTION_URL, MLFLOW_BACKEND_STORE_URI or
 S3_ENDPOINT_URL are set. The real environment wins over `.env`.
 
-honcho starts every Procfile process, prefixes their logs, and stops all of them when one exits
-or on Ctrl-C. The launcher replaces itself with honcho (exec), so signals reach honcho directly.
+The supervisor starts every Procfile process and prefixes their logs; it restarts a process
+that dies (with backoff, after killing what the dead one left behind) while the others keep
+running, lets the one-shot bootstrap finish, and stops everything on Ctrl-C. The launcher
+replaces itself with the supervisor (exec), so signals reach it directly.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ from stack.settings import LocalStackSettings
 
 # Procfile process -> the setting holding the port it listens on.
 PROCESS_PORTS = {"prefect": "prefect_port", "mlflow": "mlflow_port", "predict": "predict_port"}
+# Procfile processes that run once: not restarted after exit 0.
+ONESHOT = ("bootstrap",)
+# Flow-run heartbeats (crash detection): the bootstrap's automation reads the period from
+# FLOW_RUN_HEARTBEAT_SECONDS, the workers' flow runs from Prefect's own variable; one value.
+HEARTBEAT_SECONDS = "30"
 
 
 def stack_environment(
@@ -62,6 +70,9 @@ def stack_environment(
         "PREFECT_WORKER_QUERY_SECONDS": "5",
         # The bootstrap runs on the workers' machine here, so it can tell orphaned runs.
         "BOOTSTRAP_CRASH_ORPHANED_RUNS": "true",
+        "FLOW_RUN_HEARTBEAT_SECONDS": HEARTBEAT_SECONDS,
+        # The Prefect server answers 500 while its Postgres is unreachable: clients retry it.
+        "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500",
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri
         or f"http://{host}:{settings.mlflow_port}",
         "MLFLOW_BACKEND_STORE_URI": settings.mlflow_backend_store_uri
@@ -83,6 +94,8 @@ def stack_environment(
             env[key] = value
     # The server checks the same `user:password` its clients send.
     env["PREFECT_SERVER_API_AUTH_STRING"] = env.get("PREFECT_API_AUTH_STRING", "")
+    # Flow runs beat at the period the crash-detection automation expects.
+    env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = env["FLOW_RUN_HEARTBEAT_SECONDS"]
     env.update(
         NYCTAXI_HOME=str(settings.nyctaxi_home.expanduser()),  # `~` from .env, expanded
         BIND_HOST=settings.bind_host,
@@ -96,13 +109,15 @@ def stack_environment(
     return env
 
 
-def honcho_command(
-    settings: LocalStackSettings, *, procfile: Path, app_dir: Path, processes: list[str]
+def supervisor_command(
+    settings: LocalStackSettings, *, python: str, procfile: Path, processes: list[str]
 ) -> list[str]:
-    # `--env /dev/null`: the environment is already resolved; honcho must not re-read `.env`
-    # (it would let `.env` override the real environment).
-    command = ["honcho", "start", "--procfile", str(procfile), "--app-root", str(app_dir)]
-    command += ["--env", os.devnull, "--concurrency", f"worker={settings.nyctaxi_workers}"]
+    """`python -m stack.supervisor ...`: it runs with the resolved environment, in the
+    Procfile's folder, and reads no `.env`."""
+    command = [python, "-m", "stack.supervisor", "--procfile", str(procfile)]
+    command += ["--concurrency", f"worker={settings.nyctaxi_workers}"]
+    for name in ONESHOT:
+        command += ["--oneshot", name]
     return command + processes
 
 
@@ -150,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     for folder in ("prefect", "mlflow/artifacts"):
         (settings.state_dir / folder).mkdir(parents=True, exist_ok=True)
     print(banner(settings, env, credentials_file), flush=True)  # noqa: T201 - the CLI's output
-    command = honcho_command(settings, procfile=procfile, app_dir=app_dir, processes=args.processes)
-    os.execvpe(str(Path(sys.executable).parent / "honcho"), command, env)
+    command = supervisor_command(
+        settings, python=sys.executable, procfile=procfile, processes=args.processes
+    )
+    os.execve(sys.executable, command, env)
     return 0  # not reached: exec replaced this process
 
 

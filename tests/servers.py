@@ -339,3 +339,27 @@ class MlflowAuth:
             "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{root / 'auth.db'}",
             "MLFLOW_AUTH_CONFIG_DIR": str(root / "auth-config"),
         }
+
+
+# One plain ride, valid for every model version the tests register.
+RIDE = {
+    "PULocationID": 43,
+    "DOLocationID": 151,
+    "trip_distance": 1.2,
+    "lpep_pickup_datetime": "2023-03-01T08:15:00",
+}
+
+
+def flow_run_pids(flow_run_id: object) -> list[int]:
+    """Live processes running this flow run (a process worker passes its id in their env)."""
+    needle = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            environ = (entry / "environ").read_bytes() if entry.name.isdigit() else b""
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if needle in environ.split(b"\0") and state != "Z":
+            found.append(int(entry.name))
+    return found

@@ -145,7 +145,7 @@ def _log_report(report: RunReport) -> None:
 
 def in_process_steps(settings: PipelineSettings) -> Steps:
     """The pipeline's steps as plain library calls (the flow wraps the same calls in tasks)."""
-    from nyctaxi import locate, monthcache, pipeline, tracking
+    from nyctaxi import locate, locking, monthcache, pipeline, tracking
 
     cache = monthcache.CleanedMonthCache(monthcache.cache_folder(settings))
     ingest = functools.partial(
@@ -162,6 +162,10 @@ def in_process_steps(settings: PipelineSettings) -> Steps:
         score_champion=tracking.score_champion,
         log_and_register=functools.partial(pipeline.log_and_register, settings),
         promote=tracking.promote,
+        # One machine's lock: in-process runs share no server that could hold a global one.
+        promotion_lock=lambda model_name: locking.file_lock(
+            settings.promotion_lock_file(model_name)
+        ),
         run_url=functools.partial(tracking.run_url, settings),
         announce_promotion=_log_promotion,
         publish_report=_log_report,

@@ -25,6 +25,7 @@ from prefect.runtime import flow_run
 
 from flows.ingest import ingest_flow
 from flows.retrying import retry_when
+from flows.training.promotion_lock import promotion_lock
 from nyctaxi import monthcache, names, pipeline, tracking
 from nyctaxi.cleaning import PreparedMonth
 from nyctaxi.config import PipelineSettings
@@ -134,6 +135,7 @@ def _flow_steps(settings: PipelineSettings, data_source: Literal["local", "s3"])
         score_champion=champion_on,
         log_and_register=functools.partial(log_and_register, settings),
         promote=tracking.promote,
+        promotion_lock=functools.partial(promotion_lock, settings),
         run_url=functools.partial(tracking.run_url, settings),
         announce_promotion=announce_promotion,
         publish_report=publish_report,

@@ -4,18 +4,21 @@ In order: wait (bounded) for the Prefect API; create the process work pool; regi
 deployments of prefect.yaml that this stack can run (`prefect --no-prompt deploy --name ...`, in
 the background, skipped when nothing changed since the last registration; without an S3 endpoint
 the ones tagged `s3` are left out, and removed if an earlier bootstrap registered them); with an
-S3 endpoint, create the buckets and the AwsCredentials / S3Bucket blocks; create (or remove,
+S3 endpoint, create the buckets and the AwsCredentials / S3Bucket blocks; create the crash
+detection automation (runs whose heartbeats stop are marked Crashed) and create (or remove,
 when NOTIFY_WEBHOOK_URL is unset) the notification automations; wait (bounded) for MLflow; when
 MLflow runs with authentication (MLFLOW_ADMIN_PASSWORD set), ensure its trainer and predictor
 accounts, the experiment, the registered model and their grants; on the native stack, mark
-runs whose process died with the stack Crashed; with an S3 endpoint, seed the raw-data bucket
+runs whose process died with the stack Crashed; in both stacks, mark Running runs that missed
+FLOW_RUN_MISSED_HEARTBEATS heartbeats Crashed; with an S3 endpoint, seed the raw-data bucket
 through the ingest flow; start the first training run unless a champion exists or a training
 run is already on its way.
 
 Every step checks before it acts, so re-running it changes nothing that is already right.
 Concurrent bootstraps of one Prefect API on one machine are serialised by a lock file.
 Exit status 0 on success, 1 with the reason in the log otherwise. With --stay-up it idles after
-success, for process managers that stop everything when one process exits (honcho).
+success, for process managers that stop everything when one process exits (honcho); the native
+stack's own supervisor (stack/supervisor.py) knows it is a one-shot and needs no such flag.
 """
 
 from __future__ import annotations
@@ -115,6 +118,7 @@ def bootstrap(settings: BootstrapSettings) -> None:
         if settings.s3_enabled:
             blocks.ensure_buckets(settings, [settings.raw_bucket, settings.mlflow_artifacts_bucket])
             blocks.save_storage_blocks(settings)
+        configure_crash_detection(client, settings)
         configure_notifications(client, settings)
         wait_for_mlflow(settings)
         mlflow_accounts.configure(settings)
@@ -125,6 +129,10 @@ def bootstrap(settings: BootstrapSettings) -> None:
             return
         if settings.bootstrap_crash_orphaned_runs:
             first_run.crash_orphaned_runs(client)
+        # A run that stopped beating is no run "on its way": it must not stop the first training.
+        automations.crash_silent_runs(
+            client, settings.flow_run_heartbeat_seconds, settings.flow_run_missed_heartbeats
+        )
         deployment = settings.first_run_deployment
         if settings.s3_enabled:
             seed_raw_bucket(deployments.deployment_months(client, deployment, date.today()))
@@ -160,6 +168,15 @@ def start_deploy(
         deployments.record_deployed(digest)
 
     return finish_and_record
+
+
+def configure_crash_detection(client: SyncPrefectClient, settings: BootstrapSettings) -> None:
+    """The automation marking runs Crashed when their heartbeats stop (with or without a
+    webhook: a dead run must not stay Running)."""
+    spec = automations.crash_detection_automation(
+        settings.flow_run_heartbeat_seconds, settings.flow_run_missed_heartbeats
+    )
+    automations.apply_automations(client, [spec])
 
 
 def configure_notifications(client: SyncPrefectClient, settings: BootstrapSettings) -> None:

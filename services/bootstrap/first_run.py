@@ -113,11 +113,12 @@ def maybe_start_first_run(
     return start_training_run(deployment) if decision.start else None
 
 
-# Orphaned runs. honcho stops the Prefect server and the worker at the same moment, so a run that
-# was going when the native stack stopped can stay "Running" for ever, and would then block the
-# first training on the next start. The process worker records the run's PID; the native
-# bootstrap runs on the workers' machine, so a recorded PID that is no Prefect process here means
-# the run is gone. Off by default: a bootstrap on another machine than the workers can't tell.
+# Orphaned runs. `make run` (stack/supervisor.py) stops the Prefect server and the worker at the
+# same moment, so a run that was going when the native stack stopped can stay "Running" for
+# ever, and would then block the first training on the next start. The process worker records
+# the run's PID; the native bootstrap runs on the workers' machine, so a recorded PID that is no
+# Prefect process here means the run is gone. Off by default: a bootstrap on another machine
+# than the workers can't tell.
 def is_prefect_process(pid: int, proc: Path = Path("/proc")) -> bool:
     try:
         command = (proc / str(pid) / "cmdline").read_bytes()

@@ -59,6 +59,15 @@ class BootstrapSettings(BaseSettings):
     bootstrap_crash_orphaned_runs: bool = Field(
         False, description="mark Running runs whose local process is gone Crashed (native stack)"
     )
+    # Crash detection. The workers' flow runs must beat at this period: both stacks pass it to
+    # them as PREFECT_FLOWS_HEARTBEAT_FREQUENCY (Prefect's minimum is 30). A run that misses
+    # this many beats in a row is marked Crashed (it would otherwise stay Running for ever).
+    flow_run_heartbeat_seconds: int = Field(
+        30, ge=30, description="seconds between flow-run heartbeats (Prefect's minimum: 30)"
+    )
+    flow_run_missed_heartbeats: int = Field(
+        3, ge=2, description="missed heartbeats after which a Running flow run is marked Crashed"
+    )
 
     @property
     def s3_enabled(self) -> bool:

@@ -10,8 +10,10 @@ the process it runs in (each gunicorn worker calls it after the fork).
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -19,9 +21,12 @@ from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from services.predict.auth import PROTECTED_ROUTES, BearerCheck
-from services.predict.holder import LoadedModel, ModelHolder, SwapListener
+from services.predict.backoff import Refusals
+from services.predict.events import refusal_notifier
+from services.predict.holder import LoadedModel, ModelHolder, RegistryStatus, SwapListener
 from services.predict.metrics import ServiceMetrics
 from services.predict.mlflow_source import MlflowModelSource
+from services.predict.model_cache import ModelCache
 from services.predict.openapi import openapi_spec
 from services.predict.redact import install_log_redaction
 from services.predict.settings import PredictSettings
@@ -40,9 +45,18 @@ class Holder(Protocol):
     @property
     def public_problem(self) -> str | None: ...
 
+    @property
+    def registry(self) -> RegistryStatus: ...
+
+    def refused(self) -> list[dict[str, Any]]: ...
+
     def add_listener(self, listener: SwapListener) -> None: ...
 
+    def add_poll_listener(self, listener: Callable[[], None]) -> None: ...
+
     def ensure_started(self) -> None: ...
+
+    def wait_first_attempt(self, timeout: float) -> bool: ...
 
 
 def _is_json(mimetype: str) -> bool:
@@ -78,12 +92,14 @@ def create_app(settings: PredictSettings | None = None, holder: Holder | None = 
     settings = settings or PredictSettings()
     metrics = ServiceMetrics()
     if holder is None:
-        holder = ModelHolder(
-            MlflowModelSource(settings),
-            reload_interval=settings.reload_interval_seconds,
-            retry_interval=settings.retry_interval_seconds,
-        )
+        holder = build_holder(settings)
     holder.add_listener(metrics.model_swapped)
+
+    def sample() -> None:
+        metrics.sample_process()
+        metrics.serving_state(holder.current, holder.registry.state)
+
+    holder.add_poll_listener(sample)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -92,9 +108,41 @@ def create_app(settings: PredictSettings | None = None, holder: Holder | None = 
     _install_auth(app, settings)
     _install_error_handlers(app, settings)
     _install_predict(app, settings, holder, metrics)
-    _install_info_routes(app, settings, holder, metrics)
+    _install_info_routes(app, settings, holder, metrics, sample)
     holder.ensure_started()
+    # A worker takes requests once it had its chance to load a model (from the registry or
+    # the cache): a worker respawned under load then answers 200s, not 503s.
+    holder.wait_first_attempt(settings.startup_wait_seconds)
     return app
+
+
+def open_cache(settings: PredictSettings) -> ModelCache | None:
+    """The local model cache, or None (logged) when its folder cannot be written."""
+    cache = ModelCache(settings.cache_dir(), settings.model_name, keep=settings.model_cache_keep)
+    try:
+        cache.probe()
+    except OSError as error:
+        logger.warning(
+            "model cache disabled (%s): a restart during a registry outage will "
+            "serve nothing until the registry answers",
+            error,
+        )
+        return None
+    return cache
+
+
+def build_holder(settings: PredictSettings) -> ModelHolder:
+    """The MLflow-backed holder with its cache, backoff and refusal events."""
+    return ModelHolder(
+        MlflowModelSource(settings),
+        reload_interval=settings.reload_interval_seconds,
+        retry_interval=settings.retry_interval_seconds,
+        cache=open_cache(settings),
+        refusals=Refusals(
+            first=settings.refused_retry_seconds, cap=settings.refused_retry_max_seconds
+        ),
+        on_refused=refusal_notifier(settings),
+    )
 
 
 def _install_hooks(app: Flask, holder: Holder, metrics: ServiceMetrics) -> None:
@@ -203,7 +251,11 @@ def _install_predict(
 
 
 def _install_info_routes(
-    app: Flask, settings: PredictSettings, holder: Holder, metrics: ServiceMetrics
+    app: Flask,
+    settings: PredictSettings,
+    holder: Holder,
+    metrics: ServiceMetrics,
+    sample: Callable[[], None],
 ) -> None:
     spec = openapi_spec(settings)
 
@@ -216,20 +268,54 @@ def _install_info_routes(
         loaded = holder.current
         if loaded is None:
             raise _not_ready(holder)
-        return _json_response({"status": "ready", "model": loaded.identity()})
+        return _json_response(readiness(loaded, holder))
 
     @app.get("/model")
     def model() -> Response:
         loaded = holder.current
         if loaded is None:
             raise _not_ready(holder)
-        return _json_response({**loaded.describe(), "last_problem": holder.public_problem})
+        body = {
+            **loaded.describe(),
+            "registry": holder.registry.describe(),
+            "refused": holder.refused(),
+            "worker_pid": os.getpid(),
+            "last_problem": holder.public_problem,
+        }
+        return _json_response(body)
 
     @app.get("/metrics")
     def prometheus() -> Response:
+        sample()  # this worker's gauges as of now (the others' as of their last poll)
         data, content_type = metrics.render()
         return Response(data, content_type=content_type)
 
     @app.get("/openapi.json")
     def openapi() -> Response:
         return _json_response(spec)
+
+
+def readiness(loaded: LoadedModel, holder: Holder) -> dict[str, Any]:
+    """The /ready body: ready (a model answers), and whether it follows the alias right now.
+    `degraded` and `detail` appear only when it does not: a cached version served while the
+    registry does not answer, a registry that stopped answering, a refused version."""
+    registry = holder.registry.state
+    body: dict[str, Any] = {
+        "status": "ready",
+        "model": loaded.identity(),
+        "origin": loaded.origin,
+        "registry": registry,
+    }
+    ref = f"version {loaded.version} of model '{loaded.name}' under alias '{loaded.alias}'"
+    refused = holder.refused()
+    if loaded.origin == "cache":
+        detail = f"serving the cached {ref}: the registry is {registry}; the alias is followed "
+        detail += "again when it answers"
+    elif registry in ("unreachable", "error"):
+        detail = f"serving {ref}; the registry is {registry}: a move of the alias waits for it"
+    elif refused:
+        detail = f"serving {ref}; version {refused[0]['version']} under the alias is refused "
+        detail += f"({refused[0]['reason']}), next attempt in {refused[0]['retry_in_seconds']}s"
+    else:
+        return body
+    return {**body, "degraded": True, "detail": detail}

@@ -8,8 +8,14 @@ libraries read when they are imported (OpenMP, prometheus_client) are set here, 
 before any worker imports them.
 
 The service writes only to the temp dir (TMPDIR, else /tmp: the metrics folder below, each
-model download while it loads) and /dev/shm (worker heartbeats; the temp dir when there is no
-/dev/shm), so it runs on a read-only root filesystem with a tmpfs on /tmp.
+model while it loads), /dev/shm (worker heartbeats; the temp dir when there is no /dev/shm) and
+the model cache (PREDICT_MODEL_CACHE_DIR: the versions served, with their checksums; a volume in
+Docker), so it runs on a read-only root filesystem with a tmpfs on /tmp. Without a writable
+cache folder it still serves, but a worker started while MLflow is down has nothing to serve.
+
+A worker blocks in `create_app()` until it has tried to load a model (at most
+PREDICT_STARTUP_WAIT_SECONDS, kept below `timeout` so gunicorn never kills a starting worker):
+a worker respawned under load takes requests once it can answer them.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ workers' files. Otherwise (tests, `flask run`) each app keeps its own registry.
 from __future__ import annotations
 
 import os
+import sys
+import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -28,6 +30,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # not be able to grow the scrape without bound.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 OTHER_METHOD = "other"
+# Per-request sampling of the process gauges, at most this often (seconds).
+SAMPLE_EVERY = 1.0
 
 
 def method_label(method: str) -> str:
@@ -76,17 +80,62 @@ class ServiceMetrics:
             multiprocess_mode="livemin",
         )
 
+        # What a soak test watches across model swaps, per live worker (a `pid` label in
+        # multiprocess mode): neither may grow with each swap.
+        self.sys_path_entries = Gauge(
+            "predict_worker_sys_path_entries",
+            "Entries on sys.path of the worker process",
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
+        self.resident_memory = Gauge(
+            "predict_worker_resident_memory_bytes",
+            "Resident memory (RSS) of the worker process",
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
+        self.from_cache = Gauge(
+            "predict_model_from_cache",
+            "1 when a worker serves a version loaded from its local cache that the registry "
+            "has not confirmed yet (registry unreachable at start)",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.registry_up = Gauge(
+            "predict_registry_up",
+            "1 when the model registry answered the worker's last look at the alias",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self._sampled_at = 0.0
+
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count a request; `route` is a url rule of the app (or one catch-all value)."""
         labels = (route, method_label(method), str(status))
         self.requests.labels(*labels).inc()
         self.latency.labels(*labels).observe(seconds)
+        if time.monotonic() - self._sampled_at >= SAMPLE_EVERY:
+            self.sample_process()
+
+    def sample_process(self) -> None:
+        """Refresh the process gauges (on swaps, scrapes and, at most each second, requests)."""
+        self._sampled_at = time.monotonic()
+        self.sys_path_entries.set(len(sys.path))
+        rss = resident_memory_bytes()
+        if rss is not None:
+            self.resident_memory.set(rss)
+
+    def serving_state(self, loaded: LoadedModel | None, registry_state: str) -> None:
+        """Where the served model came from and whether the registry answers (each poll)."""
+        self.from_cache.set(1 if loaded is not None and loaded.origin == "cache" else 0)
+        self.registry_up.set(1 if registry_state == "reachable" else 0)
 
     def model_swapped(self, old: LoadedModel | None, new: LoadedModel) -> None:
         if old is not None:
             self.model_info.labels(old.name, old.version, old.alias, old.run_id or "").set(0)
         self.model_info.labels(new.name, new.version, new.alias, new.run_id or "").set(1)
         self.model_ready.set(1)
+        self.sample_process()
 
     def render(self) -> tuple[bytes, str]:
         if self.multiprocess_dir:
@@ -95,3 +144,13 @@ class ServiceMetrics:
         else:
             registry = self._registry
         return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def resident_memory_bytes() -> int | None:
+    """Current RSS of this process: /proc/self/statm on Linux (resident pages), else None."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")

@@ -8,6 +8,14 @@ from services.predict.auth import PROTECTED_ROUTES, REALM, SECURITY_SCHEME
 from services.predict.settings import PredictSettings
 from services.predict.validation import MAX_YEAR, MIN_YEAR
 
+_ORIGIN = {
+    "type": "string",
+    "enum": ["registry", "cache"],
+    "description": "registry: the alias points at this version (checked); cache: the version "
+    "last served here, loaded from the local cache while the registry did not answer",
+}
+_REGISTRY_STATE = {"type": "string", "enum": ["unknown", "reachable", "unreachable", "error"]}
+
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -107,6 +115,53 @@ def _schemas(settings: PredictSettings) -> dict[str, Any]:
                     "description": "Digest of the nyctaxi code the version was logged with and "
                     "runs here (model-version tag code_version)",
                 },
+                "origin": _ORIGIN,
+                "checksum": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "sha256 over the version's files in the local model cache",
+                },
+                "registry": {
+                    "type": "object",
+                    "properties": {
+                        "status": _REGISTRY_STATE,
+                        "checked_at": {"type": "string", "nullable": True},
+                        "answered_at": {"type": "string", "nullable": True},
+                    },
+                },
+                "refused": {
+                    "type": "array",
+                    "description": "The version under the alias, when it failed to load or to "
+                    "warm up: retried with growing intervals",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "version": {"type": "string"},
+                            "run_id": {"type": "string", "nullable": True},
+                            "attempts": {"type": "integer"},
+                            "reason": {"type": "string"},
+                            "retry_in_seconds": {"type": "number"},
+                        },
+                    },
+                },
+                "worker_pid": {"type": "integer"},
+                "last_problem": {"type": "string", "nullable": True},
+            },
+        },
+        "Readiness": {
+            "type": "object",
+            "required": ["status", "model", "origin", "registry"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ready"]},
+                "model": _ref("ModelIdentity"),
+                "origin": _ORIGIN,
+                "registry": _REGISTRY_STATE,
+                "degraded": {
+                    "type": "boolean",
+                    "description": "Present (true) when the service does not follow the alias "
+                    "right now; `detail` says why",
+                },
+                "detail": {"type": "string"},
             },
         },
         "Error": {
@@ -216,18 +271,9 @@ def _base_spec(settings: PredictSettings) -> dict[str, Any]:
             },
             "/ready": {
                 "get": {
-                    "summary": "Readiness: a model is loaded",
+                    "summary": "Readiness: a model is loaded (and whether it follows the alias)",
                     "responses": {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "status": {"type": "string"},
-                                    "model": _ref("ModelIdentity"),
-                                },
-                            },
-                            "Ready",
-                        ),
+                        "200": _json(_ref("Readiness"), "Ready (maybe degraded)"),
                         "503": no_model,
                     },
                 }

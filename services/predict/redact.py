@@ -24,7 +24,11 @@ SECRET_VARIABLES = (
     "PREDICT_API_TOKEN",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
+    "PREFECT_API_AUTH_STRING",
 )
+# Any URI (credentials or not): a short reason names no location at all.
+_URI = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*:/+[^\s)\]'\">]*")
+REASON_CHARS = 200
 # Shorter values would mask ordinary words all over the logs (and are no real secret anyway).
 _MIN_SECRET_CHARS = 4
 
@@ -45,6 +49,14 @@ def redact(text: str) -> str:
     for value in _secret_values():
         text = text.replace(value, MASK)
     return text
+
+
+def short_reason(stage: str, error: BaseException) -> str:
+    """`stage: ExceptionType: message` on one line, credentials and URIs masked, truncated:
+    fit for an event payload that goes to other systems."""
+    text = redact(f"{stage}: {type(error).__name__}: {error}")
+    text = " ".join(_URI.sub("<uri>", text).split())
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
 
 
 def _redact_record(record: logging.LogRecord) -> None:

@@ -65,6 +65,40 @@ class PredictSettings(BaseSettings):
     retry_interval_seconds: float = Field(
         default=2.0, gt=0, description="how often to retry while no model is loaded"
     )
+    startup_wait_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=50,
+        description="how long a starting worker waits for its first model (from the registry "
+        "or the cache) before it takes requests; below gunicorn's 60 s worker timeout",
+    )
+    model_cache_dir: Path | None = Field(
+        default=None,
+        description="local copy of the served model and its checksum, shared by the workers; "
+        "unset: NYCTAXI_HOME/predict/model-cache",
+    )
+    model_cache_keep: int = Field(
+        default=3,
+        ge=1,
+        description="most recently used versions kept in the model cache (one an alias was "
+        "last served by is never deleted)",
+    )
+    refused_retry_seconds: float = Field(
+        default=5.0, gt=0, description="first wait before retrying a version that failed to load"
+    )
+    refused_retry_max_seconds: float = Field(
+        default=600.0, gt=0, description="longest wait between attempts at a refused version"
+    )
+    prefect_api_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PREFECT_API_URL", "prefect_api_url"),
+        description="Prefect API the nyctaxi.model.refused event goes to; unset: no event",
+    )
+    prefect_api_auth_string: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PREFECT_API_AUTH_STRING", "prefect_api_auth_string"),
+        description="`user:password` of the Prefect server's basic auth",
+    )
     max_batch_rides: int = Field(default=10_000, ge=1, description="rides per request, at most")
     max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="request body size, at most"
@@ -73,9 +107,11 @@ class PredictSettings(BaseSettings):
         default=100.0, gt=0, description="larger trip_distance values (miles) are rejected"
     )
 
-    @field_validator("api_token", mode="before")
+    @field_validator(
+        "api_token", "prefect_api_auth_string", "prefect_api_url", "model_cache_dir", mode="before"
+    )
     @classmethod
-    def _empty_token_is_unset(cls, value: object) -> object:
+    def _empty_is_unset(cls, value: object) -> object:
         # `PREDICT_API_TOKEN=` in an env file means "no token", not "the empty token"; stray
         # blanks around a token would never match the header value (its blanks are stripped).
         if isinstance(value, str):
@@ -87,3 +123,9 @@ class PredictSettings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{self.nyctaxi_home / 'mlflow' / 'mlflow.db'}"
+
+    def cache_dir(self) -> Path:
+        """Where each worker keeps the model it serves (a volume in Docker)."""
+        if self.model_cache_dir is not None:
+            return self.model_cache_dir
+        return self.nyctaxi_home / "predict" / "model-cache"

@@ -42,6 +42,16 @@ class PipelineSettings(BaseSettings):
     )
     model_name: str = names.MODEL_NAME
 
+    # The promotion lock (flows: a Prefect global concurrency limit; in-process: a file lock).
+    promotion_wait_seconds: float = Field(
+        default=1800.0, gt=0, description="How long a run waits for another run's promotion."
+    )
+    promotion_lease_seconds: float = Field(
+        default=60.0,
+        ge=60,  # the Prefect server's minimum
+        description="A crashed holder's slot is freed this long after its last lease renewal.",
+    )
+
     s3_bucket_block: str = Field(
         default=names.RAW_BUCKET_BLOCK, description="prefect-aws S3Bucket block holding raw months."
     )
@@ -53,6 +63,9 @@ class PipelineSettings(BaseSettings):
     @property
     def local_mlflow_dir(self) -> Path:
         return self.nyctaxi_home / "mlflow"
+
+    def promotion_lock_file(self, model_name: str) -> Path:
+        return self.nyctaxi_home / "locks" / f"promotion-{model_name}.lock"
 
     def tracking_uri(self) -> str:
         """The MLflow tracking URI: the configured one, else a SQLite store under nyctaxi_home."""

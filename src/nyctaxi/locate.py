@@ -64,15 +64,14 @@ def download_from_tlc(month: Month, settings: PipelineSettings) -> Path:
 
 
 def fetch_from_bucket(bucket: RawBucket, key: str, dest: Path) -> Path:
-    """Download to a temp name, check it, then rename: nothing half-written is ever read."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_suffix(".partial")
-    try:
-        bucket.download(key, partial)
-        sources.validate_parquet(partial)
-        partial.replace(dest)
-    finally:
-        partial.unlink(missing_ok=True)
+    """Download to a temp name of this call's own, check it, then move it into place: nothing
+    half-written is ever read, and two runs fetching the same month never clobber each other
+    (the first complete copy wins; the second finisher keeps it and drops its own)."""
+    with sources.staging_path(dest) as staged:
+        bucket.download(key, staged)
+        sources.validate_parquet(staged)
+        if not sources.publish(staged, dest):
+            logger.info("%s: kept the copy another run placed first", dest)
     return dest
 
 
@@ -131,6 +130,8 @@ def _land(
     if already_there:
         log.info("%s already in s3://%s/%s", month, bucket.name, key)
     else:
+        # Only a whole TLC month is landed: a truncated or foreign local file fails here.
+        sources.validate_parquet(path)
         log.info("uploading %s (sha256 %s) to %s", path.name, sha256[:12], key)
         bucket.upload(path, key)
     return key

@@ -25,6 +25,12 @@ AWS_CREDENTIALS_BLOCK = "nyctaxi-minio"
 RAW_BUCKET_BLOCK = "nyctaxi-raw"
 WEBHOOK_BLOCK = "nyctaxi-notify"
 PROMOTED_EVENT = "nyctaxi.model.promoted"
+# A prediction worker refused a version (it failed to load or to warm up) and kept serving its
+# current one; the payload says which version and why.
+REFUSED_EVENT = "nyctaxi.model.refused"
+# Prefect global concurrency limit (1 slot) held while a training run scores the champion,
+# registers its version and moves the alias: one promotion at a time, across all workers.
+PROMOTION_LIMIT = "nyctaxi-promotion"
 
 # MLflow
 MODEL_NAME = "nyc-taxi-duration"

@@ -2,14 +2,16 @@
 
 The Prefect flow (flows/training/flow.py) passes tasks that wrap the library functions; the
 in-process training CLI passes the library functions themselves. Both get the same run: ingest
-both months, prepare them, fit and evaluate, score the champion on the same validation rows, log
-and register, decide and apply the promotion, announce it, publish the report.
+both months, prepare them, fit and evaluate; then, holding the model's promotion lock, score the
+champion on the same validation rows, log and register, decide and apply the promotion; announce
+it, publish the report.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -133,6 +135,9 @@ class Steps:
         [Fit, Sequence[MonthSummary], TrainingParams, pd.DataFrame], tuple[str, str]
     ]
     promote: Promote
+    # Held while the champion is scored, the version registered and the alias moved, so two
+    # runs of one model never both decide against the same champion (last writer wins).
+    promotion_lock: Callable[[str], AbstractContextManager[object]]
     run_url: Callable[[str], str | None]
     announce_promotion: Callable[[RunReport], None]
     publish_report: Callable[[RunReport], None]
@@ -187,22 +192,24 @@ def run_training(request: TrainingRequest, steps: Steps) -> TrainingResult:
     train, val = steps.prepare(ingested[0]), steps.prepare(ingested[1])
     months = (MonthSummary.of(train.facts, "train"), MonthSummary.of(val.facts, "validation"))
     fit = steps.fit(train.trips, val.trips, request.hyperparams)
-    champion = steps.score_champion(request.model_name, val.trips)
-    run_id, version = steps.log_and_register(fit, months, request.hyperparams, val.trips)
-    decision = decide_promotion(
-        fit.val_rmse,
-        val_month=val_month,
-        champion_version=champion[0] if champion else None,
-        champion_rmse=champion[1] if champion else None,
-    )
-    steps.promote(
-        request.model_name,
-        version,
-        decision,
-        fit.val_rmse,
-        train_month=train_month,
-        val_month=val_month,
-    )
+    with steps.promotion_lock(request.model_name):
+        # Inside the lock: the champion read here is the one the alias move replaces.
+        champion = steps.score_champion(request.model_name, val.trips)
+        run_id, version = steps.log_and_register(fit, months, request.hyperparams, val.trips)
+        decision = decide_promotion(
+            fit.val_rmse,
+            val_month=val_month,
+            champion_version=champion[0] if champion else None,
+            champion_rmse=champion[1] if champion else None,
+        )
+        steps.promote(
+            request.model_name,
+            version,
+            decision,
+            fit.val_rmse,
+            train_month=train_month,
+            val_month=val_month,
+        )
     report = build_report(request, fit, decision, version, months, steps.run_url(run_id))
     if decision.promoted:
         steps.announce_promotion(report)

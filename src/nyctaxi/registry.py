@@ -84,4 +84,9 @@ def apply_decision(
     client.set_model_version_tag(name, version, "val_month", val_month)
     client.set_model_version_tag(name, version, "promotion", decision.reason)
     client.set_registered_model_alias(name, decision.alias, version)
+    if decision.promoted and decision.champion_version is not None:
+        # The version that lost the alias says why, too (its own `promotion` tag stays).
+        client.set_model_version_tag(
+            name, decision.champion_version, "replaced", f"by v{version}: {decision.reason}"
+        )
     logger.info("model %s v%s -> @%s (%s)", name, version, decision.alias, decision.reason)

@@ -1,8 +1,10 @@
 """Where a month's raw file comes from: a local folder or a TLC download (S3 lives in the flows).
 
 Downloads stream into a temporary file beside the destination, are checked to be Parquet with the
-columns we need, and only then are renamed into place, so a reader never sees a half-written or
-corrupt file and a failed download overwrites nothing.
+columns we need, and only then are moved into place, so a reader never sees a half-written or
+corrupt file and a failed download overwrites nothing. Each download stages under a name of its
+own (`staging_path`) and the first complete copy wins (`publish`): two runs fetching the same
+month at once both end with the same, whole file.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.parquet as pq
 import requests
@@ -48,6 +51,57 @@ class DownloadError(DataSourceError):
 
 class RemoteFileNotFoundError(DownloadError):
     """The server answered 404: TLC has not published this file (yet)."""
+
+
+class BucketError(DataSourceError):
+    """A call to the raw-data bucket failed: says what, which object and where, never a secret.
+
+    `transient` tells whether trying again may help (the store is down or overloaded) or not
+    (no such bucket, access denied)."""
+
+    def __init__(
+        self,
+        action: str,
+        bucket: str,
+        key: str,
+        endpoint: str | None,
+        cause: str,
+        transient: bool,
+        attempt: str = "",
+    ) -> None:
+        # Kept to pickle it (Prefect may persist a failed task's exception): see __reduce__.
+        self._arguments = (action, bucket, key, endpoint, cause, transient, attempt)
+        self.bucket = bucket
+        self.key = key
+        self.endpoint = public_url(endpoint) if endpoint else "the AWS default endpoint"
+        self.transient = transient
+        kind = "S3 store unreachable" if transient else "S3 request refused"
+        tried = f" ({attempt})" if attempt else ""
+        super().__init__(
+            f"{kind}: could not {action} s3://{bucket}/{key} at {self.endpoint}{tried}: {cause}"
+        )
+
+    def __reduce__(self) -> tuple[type[BucketError], tuple[object, ...]]:
+        return (type(self), self._arguments)
+
+
+def public_url(url: str) -> str:
+    """url without any user:password part, fit for a log line or an error message."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # IPv6
+    netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redact(text: str, secrets: Sequence[str | None]) -> str:
+    """text with every non-empty secret replaced by ***."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 class MonthNotAvailableError(DataSourceError, FileNotFoundError):
@@ -116,12 +170,46 @@ class _TransientError(Exception):
     """A failure worth retrying: connection trouble, a timeout, a 5xx or 429."""
 
 
-def _fetch_to_temp(url: str, dest: Path, timeout: float, session: requests.Session) -> Path:
-    """GET url into a new temporary file in dest's folder; the caller owns (renames) it."""
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
+STAGING_SUFFIX = ".part"
+
+
+@contextlib.contextmanager
+def staging_path(dest: Path) -> Iterator[Path]:
+    """A new, unique temporary path beside dest, removed on exit whatever happened.
+
+    Beside dest, so that `publish` is a rename within one filesystem; unique (mkstemp), so that
+    two processes or threads fetching the same file never write into each other's copy; hidden
+    and suffixed, so that `find_local` never takes it for a month."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=STAGING_SUFFIX)
+    os.close(fd)
+    staged = Path(name)
     try:
-        with os.fdopen(fd, "wb") as out, session.get(url, stream=True, timeout=timeout) as resp:
+        yield staged
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def publish(staged: Path, dest: Path) -> bool:
+    """Move a complete, checked file into place atomically; the first complete copy wins.
+
+    Returns False when dest appeared meanwhile (another run fetched the same file first): that
+    copy is kept, so a file in place never changes under a reader who already checksummed it.
+    A hard link makes "place it unless there" atomic; a filesystem without hard links falls back
+    to os.replace (still atomic, the last copy wins). The caller removes `staged`."""
+    try:
+        os.link(staged, dest)
+    except FileExistsError:
+        return False
+    except OSError:  # EPERM / ENOTSUP: no hard links here
+        os.replace(staged, dest)
+    return True
+
+
+def _fetch_into(url: str, staged: Path, timeout: float, session: requests.Session) -> None:
+    """GET url into staged (truncated first, so a retry never appends to a failed attempt)."""
+    try:
+        with staged.open("wb") as out, session.get(url, stream=True, timeout=timeout) as resp:
             if resp.status_code == 404:
                 raise RemoteFileNotFoundError(f"{url} answered 404: the file is not published")
             if resp.status_code >= 500 or resp.status_code == 429:
@@ -135,12 +223,7 @@ def _fetch_to_temp(url: str, dest: Path, timeout: float, session: requests.Sessi
         requests.Timeout,
         requests.exceptions.ChunkedEncodingError,
     ) as exc:
-        tmp.unlink(missing_ok=True)
         raise _TransientError(f"{url}: {type(exc).__name__}: {exc}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
 
 
 def download(
@@ -156,40 +239,40 @@ def download(
 
     Retries connection errors, timeouts, 429 and 5xx up to `attempts` times, waiting
     backoff_seconds * 2**k between tries. A 404 raises RemoteFileNotFoundError at once; a body that
-    is not a TLC Parquet file raises InvalidParquetError. In every failure dest is left untouched.
+    is not a TLC Parquet file raises InvalidParquetError. In every failure dest is left untouched
+    and no temporary file is left behind. If another run placed dest first, its copy is kept.
     """
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1, got {attempts}")
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     owned_session = session is None
     session = session or requests.Session()
     try:
-        tmp = _download_with_retries(url, dest, timeout, attempts, backoff_seconds, session)
+        with staging_path(dest) as staged:
+            _download_with_retries(url, staged, timeout, attempts, backoff_seconds, session)
+            rows = validate_parquet(staged)
+            placed = publish(staged, dest)
     finally:
         if owned_session:
             session.close()
-    try:
-        rows = validate_parquet(tmp)
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    logger.info("downloaded %s to %s (%d rows)", url, dest, rows)
+    if placed:
+        logger.info("downloaded %s to %s (%d rows)", url, dest, rows)
+    else:
+        logger.info("downloaded %s; kept the copy another run placed first at %s", url, dest)
     return dest
 
 
 def _download_with_retries(
     url: str,
-    dest: Path,
+    staged: Path,
     timeout: float,
     attempts: int,
     backoff_seconds: float,
     session: requests.Session,
-) -> Path:
+) -> None:
     for attempt in range(1, attempts + 1):
         try:
-            return _fetch_to_temp(url, dest, timeout, session)
+            return _fetch_into(url, staged, timeout, session)
         except _TransientError as exc:
             if attempt == attempts:
                 raise DownloadError(f"giving up on {url} after {attempts} attempts: {exc}") from exc
@@ -198,7 +281,6 @@ def _download_with_retries(
                 "attempt %d/%d failed (%s); retrying in %.1fs", attempt, attempts, exc, delay
             )
             time.sleep(delay)
-    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def download_month(

@@ -86,7 +86,7 @@ def log_tail(log_file: Path, lines: int = 60) -> str:
 
 @contextlib.contextmanager
 def native_stack(env: dict, log_file: Path) -> Iterator[subprocess.Popen]:
-    """`python -m stack.run` in its own session; stopped like Ctrl-C (SIGINT to honcho)."""
+    """`python -m stack.run` in its own session; stopped like Ctrl-C (SIGINT to the supervisor)."""
     with log_file.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "stack.run"],

@@ -39,7 +39,7 @@ import yaml
 
 from nyctaxi import names
 from stack import envfile
-from tests.e2e import docker_doors
+from tests.e2e import docker_backup, docker_doors
 from tests.e2e.doors import loopback_session
 from tests.servers import REPO_ROOT, free_port, taxi_data_dir
 
@@ -54,7 +54,7 @@ PREDICT_IMAGE = "nyctaxi/predict:e2e"
 # prediction image holds only what serving needs, the platform image no test tools.
 IMAGE_SIZE_BARS = {PREDICT_IMAGE: 600_000_000, PLATFORM_IMAGE: 1_200_000_000}
 # Distributions an image must not hold (its uv dependency groups leave them out).
-TEST_TOOLS = {"pytest", "moto", "hypothesis", "schemathesis", "ruff", "honcho"}
+TEST_TOOLS = {"pytest", "moto", "hypothesis", "schemathesis", "ruff"}
 NOT_IN_IMAGE = {
     PREDICT_IMAGE: {"prefect", "prefect-aws", "mlflow", "psycopg2-binary", *TEST_TOOLS},
     PLATFORM_IMAGE: TEST_TOOLS,
@@ -90,6 +90,10 @@ def test_compose_file_follows_the_house_rules() -> None:
     for name, service in services.items():
         assert "container_name" not in service, f"{name}: container_name breaks --scale"
         long_running = service.get("restart") != "no"
+        assert service.get("logging", {}).get("options", {}).get("max-size"), f"{name}: logs"
+        assert re.fullmatch(r"\$\{[A-Z_]+_MEM_LIMIT:-\d+[mg]\}", service.get("mem_limit", "")), (
+            f"{name}: memory limit with an .env override"
+        )
         assert long_running != (name in ONE_SHOT), f"{name}: restart policy"
         if long_running:
             assert "healthcheck" in service, f"{name}: long-running service without healthcheck"
@@ -276,8 +280,68 @@ class Stack:
         count = health.count("healthy")
         return (count if count == WORKERS else None), f"worker health: {health}"
 
+    def memory_peaks(self) -> dict[str, int]:
+        """Peak memory (bytes) of each running container since it started, from its cgroup."""
+        peaks: dict[str, int] = {}
+        for line in self.compose("ps", "-q").split():
+            out = subprocess.run(
+                ["docker", "inspect", "--format", "{{.Id}} {{.Name}}", line],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+            container_id, name = out[0], out[1].lstrip("/").removeprefix(f"{self.project}")
+            peak = cgroup_memory_peak(container_id)
+            if peak is not None:
+                peaks[name.strip("-_")] = peak
+        return peaks
+
     def logs(self) -> str:
         return self.compose("ps", check=False) + self.compose("logs", "--tail=60", check=False)
+
+
+def cgroup_memory_peak(container_id: str) -> int | None:
+    """The container's peak memory: cgroup v1 max_usage_in_bytes or v2 memory.peak."""
+    candidates = [
+        f"/sys/fs/cgroup/memory/docker/{container_id}/memory.max_usage_in_bytes",
+        f"/sys/fs/cgroup/memory/system.slice/docker-{container_id}.scope/memory.max_usage_in_bytes",
+        f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/memory.peak",
+        f"/sys/fs/cgroup/docker/{container_id}/memory.peak",
+    ]
+    for candidate in candidates:
+        path = Path(candidate)
+        if path.exists():
+            return int(path.read_text().strip())
+    return None
+
+
+def memory_bytes(value: object) -> int:
+    """`1g`, `1536m`, `1073741824` (compose v2 normalises to bytes, docker-compose 1.29 not)."""
+    text = str(value).strip().lower().removesuffix("b")
+    units = {"k": 2**10, "m": 2**20, "g": 2**30}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text or 0)
+
+
+def report_memory(stack: Stack, when: str, measurement: Callable[[str], None]) -> None:
+    """Print each container's peak against its limit (the defaults in .env.example are sized
+    from these figures) and fail if one came within 10% of its limit."""
+    peaks = stack.memory_peaks()
+    limits = {}
+    for service, spec in yaml.safe_load(stack.compose("config")).get("services", {}).items():
+        limits[service] = memory_bytes(spec.get("mem_limit", 0))
+    rows = []
+    close = []
+    for container, peak in sorted(peaks.items()):
+        service = re.sub(r"[-_]\d+$", "", container)
+        limit = limits.get(service, 0)
+        rows.append(f"{container} {peak / 2**20:.0f}/{limit / 2**20:.0f} MiB")
+        if limit and peak > 0.9 * limit:
+            close.append(container)
+    measurement(f"docker memory peaks {when} (peak/limit): " + ", ".join(rows))
+    assert peaks, "no cgroup memory figures found"
+    assert not close, f"containers within 10% of their memory limit: {close}"
 
 
 @contextlib.contextmanager
@@ -402,12 +466,27 @@ def test_docker_stack_first_start_restart_and_scale(
         with phase("first-up", timings):
             check_first_start(stack)
         first = snapshot(stack)
+        report_memory(stack, "after the first start and its training run", measurement)
         with phase("doors", timings):
             measurement("docker: " + docker_doors.check_doors(stack, first["champion"]))
         with phase("restart", timings):
             stack.compose("down", timeout=300)
             stack.compose("up", "-d", "--scale", f"worker={WORKERS}", timeout=RESTART_DEADLINE)
             check_restart(stack, first)
+        with phase("backup-restore", timings):
+            # Back up, wipe (down -v), restore onto a stack with other secrets, same champion.
+            fresh_env = tmp_path / "fresh.env"
+            write_env_file(fresh_env, ports, data_dir)
+            fresh = Stack(fresh_env, ports)
+            try:
+                measurement(
+                    docker_backup.drill(stack, fresh, tmp_path, compose_command(), wait_for)
+                )
+            except BaseException:
+                print(fresh.logs(), flush=True)
+                raise
+            finally:
+                fresh.compose("down", "-v", "--remove-orphans", timeout=300, check=False)
     except BaseException:
         print(stack.logs(), flush=True)
         raise

@@ -12,7 +12,7 @@ from prefect_aws import AwsCredentials, S3Bucket
 from prefect_aws.client_parameters import AwsClientParameters
 
 from flows.ingest import ingest_flow
-from nyctaxi.sources import MonthNotAvailableError
+from nyctaxi.sources import BucketError, MonthNotAvailableError
 from tests.servers import S3Endpoint, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -128,3 +128,29 @@ def test_corrupt_month_in_the_bucket_fails_clearly_and_overwrites_nothing(
         ingest_flow(["2022-02"], require_bucket=True)
     assert not (cache / "green_tripdata_2022-02.parquet").exists()
     assert good.read_bytes() == (data_dir / good.name).read_bytes()
+
+
+def test_a_refused_bucket_request_fails_at_once_naming_bucket_key_and_endpoint(
+    bucket: str,
+    s3_endpoint: S3Endpoint,
+    pipeline_env: Path,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The block names a bucket the store does not have: S3 answers NoSuchBucket, which no retry
+    # changes, so the task fails on its first attempt (no backoff) with a readable message.
+    missing = f"{bucket}-missing"
+    S3Bucket.load(bucket).model_copy(update={"bucket_name": missing}).save(missing)
+    monkeypatch.setenv("S3_BUCKET_BLOCK", missing)
+    state = ingest_flow(["2023-01"], require_bucket=True, return_state=True)
+
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, BucketError), repr(error)
+    message = str(error)
+    assert message.startswith(
+        f"S3 request refused: could not look up s3://{missing}/raw/green/2023-01.parquet "
+        f"at {s3_endpoint.url} (attempt 1 of 3): "
+    )
+    assert "NoSuchBucket" in message
+    assert s3_endpoint.secret_key not in message

@@ -65,6 +65,7 @@ def guarded_service(root: Path, tracking_url: str, workers: int = 2) -> Iterator
     """gunicorn with the token, credentials in the URI and the environment, and a HOME, working
     folder and TMPDIR of its own. No PREDICT_HOST: the default must be loopback."""
     home, cwd, tmp = (root / name for name in ("home", "cwd", "tmp"))
+    cache = root / "model-cache"
     for folder in (home, cwd, tmp):
         folder.mkdir(parents=True)
     port = free_port()
@@ -82,6 +83,8 @@ def guarded_service(root: Path, tracking_url: str, workers: int = 2) -> Iterator
         "PREDICT_RETRY_INTERVAL_SECONDS": "1",
         "HOME": str(home),
         "TMPDIR": str(tmp),
+        # Besides the temp dir, it writes only to its model cache (a volume in Docker).
+        "PREDICT_MODEL_CACHE_DIR": str(cache),
         "PYTHONPATH": str(REPO_ROOT),
         "PYTHONDONTWRITEBYTECODE": "1",  # as in the image, whose code folders are read-only
         "NO_PROXY": "127.0.0.1,localhost",
@@ -203,6 +206,7 @@ def test_serves_a_model_writing_only_to_the_temp_dir(guarded: Guarded, trips: pd
     # Nothing in HOME (no ~/.cache, ~/.mlflow) nor in the working folder (no ./mlruns).
     assert not any(guarded.home.rglob("*")), list(guarded.home.rglob("*"))
     assert not any(guarded.cwd.rglob("*")), list(guarded.cwd.rglob("*"))
+    assert list((guarded.home.parent / "model-cache").rglob("pointers/champion.json"))
     # The temp dir holds the metrics folder; model downloads are gone once loaded.
     assert [p.name.startswith("predict-metrics-") for p in guarded.tmp.iterdir()] == [True]
 

@@ -24,17 +24,11 @@ from mlflow.tracking import MlflowClient
 from schemathesis import GenerationMode
 
 from bench.serving_model import clean_month, register_version, train_booster
-from tests.servers import VENV_BIN, free_port, http_ok, running_process, wait_until
+from tests.servers import RIDE, VENV_BIN, free_port, http_ok, running_process, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 TRAIN_MONTH = "2023-01"
-RIDE = {
-    "PULocationID": 43,
-    "DOLocationID": 151,
-    "trip_distance": 1.2,
-    "lpep_pickup_datetime": "2023-03-01T08:15:00",
-}
 # Workers import MLflow and XGBoost and download the model: slow on a busy 2-core machine.
 READY_TIMEOUT = 240
 
@@ -72,6 +66,7 @@ def predict_service(tmp: Path, tracking_uri: str, model_name: str) -> Iterator[S
         "PREDICT_WORKERS": "2",
         "PREDICT_RELOAD_INTERVAL_SECONDS": "1",
         "PREDICT_RETRY_INTERVAL_SECONDS": "1",
+        "PREDICT_MODEL_CACHE_DIR": str(tmp / "model-cache"),
         "NO_PROXY": "127.0.0.1,localhost",
     }
     args = [

@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
@@ -18,14 +20,15 @@ from prefect.blocks.webhook import Webhook
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.events import emit_event
-from prefect.states import Running
+from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+from prefect.states import Completed, Running
 from prefect_aws import AwsCredentials, S3Bucket
 
 from services.bootstrap import deployments, first_run
-from services.bootstrap.automations import AUTOMATION_NAMES
+from services.bootstrap.automations import AUTOMATION_NAMES, CRASH_SILENT_RUNS, crash_silent_runs
 from services.bootstrap.bootstrap import bootstrap
 from services.bootstrap.settings import BootstrapSettings
-from tests.servers import S3Endpoint
+from tests.servers import S3Endpoint, wait_until
 from tests.webhooks import WebhookReceiver, webhook_receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -70,7 +73,7 @@ def test_bootstrap_twice_sets_up_pool_blocks_buckets_and_one_copy_of_each_automa
 
     with get_client(sync_client=True) as client:
         assert client.read_work_pool("nyctaxi-process").type == "process"
-        for name in AUTOMATION_NAMES:
+        for name in (*AUTOMATION_NAMES, CRASH_SILENT_RUNS):
             assert len(client.read_automations_by_name(name)) == 1
     credentials = AwsCredentials.load("nyctaxi-minio")
     assert credentials.aws_client_parameters.endpoint_url == s3_endpoint.url
@@ -120,6 +123,36 @@ def test_without_a_webhook_url_the_automations_are_removed(
     with get_client(sync_client=True) as client:
         for name in AUTOMATION_NAMES:
             assert client.read_automations_by_name(name) == []
+        # Crash detection is no notification: a dead run is Crashed with or without a webhook.
+        [crash_detection] = client.read_automations_by_name(CRASH_SILENT_RUNS)
+        assert crash_detection.enabled
+
+
+def test_a_refused_model_version_is_notified_with_its_reason(
+    prefect_api: str, s3_endpoint: S3Endpoint, tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    bootstrap(stack_settings(prefect_api, s3_endpoint, tmp_path, receiver.url))
+    payload = {"version": "5", "run_id": "0123abcd", "reason": "warm-up failed: ValueError"}
+
+    def refused_notified() -> bool:
+        # Sent again until heard: an event that reaches the server before it has loaded the
+        # new automation is (rightly) never matched.
+        emit_event(
+            event="nyctaxi.model.refused",
+            resource={"prefect.resource.id": "nyctaxi.model.nyc-taxi-duration"},
+            payload=payload,
+        )
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if any(body.get("kind") == "model-refused" for body in receiver.bodies):
+                return True
+            time.sleep(0.25)
+        return False
+
+    wait_until(refused_notified, timeout=90, what="model-refused notification", interval=0)
+    body = next(body for body in receiver.bodies if body.get("kind") == "model-refused")
+    assert body["model"] == "nyctaxi.model.nyc-taxi-duration"
+    assert body["payload"] == payload
 
 
 def test_deployments_are_registered_once_and_skipped_while_unchanged(
@@ -191,3 +224,50 @@ def _dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
     return process.pid
+
+
+def test_running_runs_that_stopped_beating_are_crashed_and_beating_ones_left_alone(
+    prefect_api: str,
+) -> None:
+    heartbeat, missed = 3, 2  # a 6 s window (the settings hold the stacks to 30 s beats)
+    with get_client(sync_client=True) as client:
+        deployments.ensure_work_pool(client)
+        flow_id = client.create_flow(failing_training)
+        deployment_id = client.create_deployment(
+            flow_id,
+            "silence-test",
+            work_pool_name="nyctaxi-process",
+            entrypoint="tests/integration/test_stack_bootstrap.py:failing_training",
+        )
+        silent = client.create_flow_run_from_deployment(deployment_id, state=Running())
+        beating = client.create_flow_run_from_deployment(deployment_id, state=Running())
+        started = client.read_flow_run(silent.id).state.timestamp
+        wait_until(
+            lambda: (datetime.now(UTC) - started).total_seconds() > heartbeat * missed + 1,
+            timeout=30,
+            what="both runs older than the window",
+        )
+        beat = f"prefect.flow-run.{beating.id}"
+        emit_event(event="prefect.flow-run.heartbeat", resource={"prefect.resource.id": beat})
+        wait_until(
+            lambda: bool(
+                client.read_events(
+                    EventFilter(
+                        event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+                        resource=EventResourceFilter(id=[beat]),
+                    ),
+                    limit=1,
+                ).events
+            ),
+            timeout=30,
+            what="the heartbeat recorded",
+        )
+        try:
+            crash_silent_runs(client, heartbeat, missed)
+
+            crashed = client.read_flow_run(silent.id).state
+            assert crashed.type == StateType.CRASHED
+            assert "2 missed heartbeats of 3 s" in (crashed.message or "")
+            assert client.read_flow_run(beating.id).state.type == StateType.RUNNING
+        finally:
+            client.set_flow_run_state(beating.id, Completed(), force=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -209,3 +210,85 @@ def test_download_from_tlc_uses_the_settings(
     assert seen["dest_dir"] == settings.cache_dir
     assert seen["base_url"] == "http://127.0.0.1:9/trip-data"
     assert seen["attempts"] == 3
+
+
+class HalfwayBucket(FakeBucket):
+    """Writes half of each object, waits until every concurrent download is halfway, then
+    writes the rest: the overlap two runs fetching the same month have at worst."""
+
+    def __init__(self, objects: dict[str, bytes], downloads: int) -> None:
+        super().__init__(objects)
+        self.halfway = threading.Barrier(downloads, timeout=10)
+
+    def download(self, key: str, dest: Path) -> None:
+        body = self.objects[key]
+        with dest.open("wb") as out:
+            out.write(body[: len(body) // 2])
+            out.flush()
+            self.halfway.wait()
+            out.write(body[len(body) // 2 :])
+
+
+def test_two_runs_fetching_one_month_at_once_both_end_with_the_whole_file(
+    tmp_path: Path, sample_bytes: bytes
+) -> None:
+    bucket = HalfwayBucket({KEY: sample_bytes}, downloads=2)
+    dest = tmp_path / "cache" / file_name(MONTH)
+    results: list[Path | BaseException] = []
+
+    def fetch() -> None:
+        try:
+            results.append(locate.fetch_from_bucket(bucket, KEY, dest))
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            results.append(error)
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert results == [dest, dest]
+    assert dest.read_bytes() == sample_bytes
+    assert list(dest.parent.iterdir()) == [dest]  # no temp file left
+
+
+def test_the_second_finisher_keeps_the_first_copy(
+    tmp_path: Path, sample_bytes: bytes, tlc_month: Callable[[str], Path]
+) -> None:
+    dest = tmp_path / "cache" / file_name(MONTH)
+    dest.parent.mkdir()
+    dest.write_bytes(sample_bytes)  # another run placed it while this one downloaded
+    bucket = FakeBucket({KEY: tlc_month("2023-02").read_bytes()})
+
+    assert locate.fetch_from_bucket(bucket, KEY, dest) == dest
+
+    assert dest.read_bytes() == sample_bytes
+    assert list(dest.parent.iterdir()) == [dest]
+
+
+def test_a_download_that_breaks_off_leaves_nothing(tmp_path: Path, sample_bytes: bytes) -> None:
+    class BrokenBucket(FakeBucket):
+        def download(self, key: str, dest: Path) -> None:
+            dest.write_bytes(self.objects[key][:100])
+            raise ConnectionResetError("the store went away")
+
+    dest = tmp_path / "cache" / file_name(MONTH)
+    with pytest.raises(ConnectionResetError):
+        locate.fetch_from_bucket(BrokenBucket({KEY: sample_bytes}), KEY, dest)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_a_local_file_that_is_not_a_whole_month_is_never_landed(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    (data_dir / file_name(MONTH)).write_bytes(b"PAR1 cut short")
+    bucket = FakeBucket()
+
+    with pytest.raises(sources.InvalidParquetError):
+        locate.ingest_months(
+            [MONTH], settings_for(tmp_path, data_dir=data_dir), bucket, never_fetch
+        )
+
+    assert bucket.objects == {}
+    assert ("upload", KEY) not in bucket.calls

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -108,3 +109,38 @@ def test_an_unreadable_entry_is_prepared_again_and_replaced(
     assert cache.prepare(month).facts == prepared.facts
     assert prepare.calls == 1
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_two_runs_preparing_one_month_at_once_leave_one_whole_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    both_missed = threading.Barrier(2, timeout=10)
+    counting = CountingPrepare()
+
+    def prepare_after_both_missed(month: IngestedMonth) -> cleaning.PreparedMonth:
+        both_missed.wait()  # both looked in the cache, found nothing, and now both write
+        return counting(month)
+
+    monkeypatch.setattr(monthcache, "prepare_ingested", prepare_after_both_missed)
+    month = ingested(tmp_path / "x.parquet")
+    folder = tmp_path / "cleaned"
+    results: list[cleaning.PreparedMonth | BaseException] = []
+
+    def prepare() -> None:
+        try:
+            results.append(monthcache.CleanedMonthCache(folder).prepare(month))
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            results.append(error)
+
+    threads = [threading.Thread(target=prepare) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert counting.calls == 2
+    assert all(isinstance(result, cleaning.PreparedMonth) for result in results), results
+    entry = monthcache.CleanedMonthCache(folder).path(month)
+    assert [p.name for p in folder.iterdir()] == [entry.name]  # no temp file left
+    assert monthcache.CleanedMonthCache(folder).prepare(month).facts.rows_kept == 2
+    assert counting.calls == 2  # read back, not prepared again

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -52,6 +54,7 @@ class Recorder:
             score_champion=self.score_champion,
             log_and_register=self.log_and_register,
             promote=self.promote,
+            promotion_lock=self.promotion_lock,
             run_url=self.run_url,
             announce_promotion=lambda report: self.record("announce", report),
             publish_report=lambda report: self.record("publish", report),
@@ -99,6 +102,14 @@ class Recorder:
             "promote", model_name, version, decision.alias, val_rmse, train_month, val_month
         )
 
+    @contextmanager
+    def promotion_lock(self, model_name: str) -> Iterator[None]:
+        self.record("lock", model_name)
+        try:
+            yield
+        finally:
+            self.record("unlock", model_name)
+
     def run_url(self, run_id: str) -> str | None:
         self.record("run_url", run_id)
         return f"http://mlflow/runs/{run_id}"
@@ -113,14 +124,17 @@ def test_a_first_model_runs_every_step_in_order_and_is_announced() -> None:
         "prepare",
         "prepare",
         "fit",
+        "lock",
         "score_champion",
         "log_and_register",
         "promote",
+        "unlock",
         "run_url",
         "announce",
         "publish",
     ]
     assert steps.args("ingest") == (["2023-01", "2023-02"],)
+    assert steps.args("lock") == ("taxi-test",)
     assert steps.args("fit") == (3, 2, PARAMS)  # train rows, then validation rows
     assert steps.args("score_champion") == ("taxi-test", 2)  # on the validation rows
     assert steps.args("promote") == ("taxi-test", "7", "champion", 4.5, "2023-01", "2023-02")
@@ -219,3 +233,18 @@ def test_fit_and_evaluate_scores_the_validation_month(
         "train_rows": len(train),
         "val_rows": len(val),
     }
+
+
+def test_a_failed_registration_releases_the_promotion_lock() -> None:
+    steps = Recorder()
+
+    def refuse(*args: object) -> tuple[str, str]:
+        steps.record("log_and_register", *args)
+        raise RuntimeError("registry refused")
+
+    with pytest.raises(RuntimeError, match="registry refused"):
+        pipeline.run_training(
+            request(), dataclasses.replace(steps.steps(), log_and_register=refuse)
+        )
+
+    assert steps.names()[-3:] == ["score_champion", "log_and_register", "unlock"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -219,3 +220,128 @@ def test_month_not_available_names_month_places_and_remedies() -> None:
     assert "allow downloads" in message
     assert isinstance(error, FileNotFoundError)
     assert error.month.year == 2031
+
+
+def test_two_downloads_of_one_file_at_once_both_end_with_the_whole_file(
+    tmp_path: Path, month_bytes: bytes
+) -> None:
+    both_sending = threading.Barrier(2, timeout=10)
+
+    def plan(n: int, handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(month_bytes)))
+        handler.end_headers()
+        half = len(month_bytes) // 2
+        handler.wfile.write(month_bytes[:half])
+        handler.wfile.flush()
+        both_sending.wait()  # both copies are half-written beside dest at this point
+        handler.wfile.write(month_bytes[half:])
+
+    dest = tmp_path / file_name(MONTH)
+    results: list[Path | BaseException] = []
+
+    def fetch(base: str) -> None:
+        try:
+            results.append(sources.download(f"{base}/{dest.name}", dest, backoff_seconds=0.01))
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            results.append(error)
+
+    with http_server(plan) as (base, seen):
+        threads = [threading.Thread(target=fetch, args=(base,)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert len(seen) == 2
+    assert results == [dest, dest]
+    assert dest.read_bytes() == month_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == [dest.name]  # no temp file left
+
+
+def test_staging_paths_are_unique_hidden_and_removed(tmp_path: Path) -> None:
+    dest = tmp_path / "sub" / file_name(MONTH)
+    with sources.staging_path(dest) as first, sources.staging_path(dest) as second:
+        assert first != second
+        assert first.parent == second.parent == dest.parent
+        assert first.name.startswith(f".{dest.name}.")
+        assert first.name.endswith(sources.STAGING_SUFFIX)
+        assert sources.find_local(MONTH, dest.parent) is None  # never taken for the month
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_the_first_complete_copy_wins(tmp_path: Path) -> None:
+    dest = tmp_path / file_name(MONTH)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.write_bytes(b"first copy")
+    second.write_bytes(b"second copy")
+
+    assert sources.publish(first, dest) is True
+    assert sources.publish(second, dest) is False
+    assert dest.read_bytes() == b"first copy"
+
+
+def test_publish_without_hard_links_replaces_atomically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError("hard links not supported")
+
+    monkeypatch.setattr(sources.os, "link", no_links)
+    dest = tmp_path / file_name(MONTH)
+    dest.write_bytes(b"old")
+    staged = tmp_path / "staged"
+    staged.write_bytes(b"new")
+
+    assert sources.publish(staged, dest) is True
+    assert dest.read_bytes() == b"new"
+    assert not staged.exists()
+
+
+def test_a_bucket_error_names_bucket_key_and_endpoint_without_credentials() -> None:
+    error = sources.BucketError(
+        "upload",
+        "nyctaxi-raw",
+        "raw/green/2023-01.parquet",
+        "http://minio-user:minio-secret@minio:9000",
+        "EndpointConnectionError: Could not connect",
+        transient=True,
+        attempt="attempt 3 of 3",
+    )
+    message = str(error)
+    assert message == (
+        "S3 store unreachable: could not upload s3://nyctaxi-raw/raw/green/2023-01.parquet at "
+        "http://minio:9000 (attempt 3 of 3): EndpointConnectionError: Could not connect"
+    )
+    assert "minio-secret" not in message and "minio-user" not in message
+    assert error.transient
+    # Prefect may pickle a failed task's exception: it must come back the same.
+    again = pickle.loads(pickle.dumps(error))
+    assert (str(again), again.bucket, again.key, again.transient) == (
+        message,
+        "nyctaxi-raw",
+        "raw/green/2023-01.parquet",
+        True,
+    )
+
+
+def test_a_refused_bucket_request_says_so_and_names_the_default_endpoint() -> None:
+    error = sources.BucketError("look up", "b", "k", None, "AccessDenied", transient=False)
+    assert str(error) == (
+        "S3 request refused: could not look up s3://b/k at the AWS default endpoint: AccessDenied"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "public"),
+    [
+        ("http://127.0.0.1:9000", "http://127.0.0.1:9000"),
+        ("https://user:pw@s3.example:8443/path", "https://s3.example:8443/path"),
+        ("http://user@[::1]:9000", "http://[::1]:9000"),
+    ],
+)
+def test_public_url_drops_user_and_password(url: str, public: str) -> None:
+    assert sources.public_url(url) == public
+
+
+def test_redact_replaces_every_secret() -> None:
+    assert sources.redact("key s3cr3t and s3cr3t", ["s3cr3t", None, ""]) == "key *** and ***"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from stack.run import busy_ports, honcho_command, stack_environment
+from stack.run import busy_ports, stack_environment, supervisor_command
 from stack.settings import LocalStackSettings
 
 APP = Path("/srv/app")
@@ -90,17 +90,26 @@ def test_the_venv_comes_first_on_path(tmp_path: Path) -> None:
     assert env["PATH"].split(":")[:2] == [str(VENV_BIN), "/usr/bin"]
 
 
-def test_honcho_ignores_dotenv_and_scales_workers(tmp_path: Path) -> None:
-    command = honcho_command(
+def test_the_supervisor_scales_workers_and_runs_the_bootstrap_once(tmp_path: Path) -> None:
+    command = supervisor_command(
         settings(nyctaxi_home=tmp_path, nyctaxi_workers=3),
+        python="/venv/bin/python",
         procfile=APP / "Procfile",
-        app_dir=APP,
         processes=["worker"],
     )
-    assert command[:2] == ["honcho", "start"]
-    assert command[command.index("--env") + 1] == "/dev/null"
+    assert command[:3] == ["/venv/bin/python", "-m", "stack.supervisor"]
+    assert command[command.index("--procfile") + 1] == str(APP / "Procfile")
     assert command[command.index("--concurrency") + 1] == "worker=3"
+    assert command[command.index("--oneshot") + 1] == "bootstrap"
     assert command[-1] == "worker"
+
+
+def test_flow_runs_beat_at_the_period_the_crash_detection_expects(tmp_path: Path) -> None:
+    env = env_for(settings(nyctaxi_home=tmp_path))
+    assert env["FLOW_RUN_HEARTBEAT_SECONDS"] == env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
+    environ = {"PATH": "/usr/bin", "FLOW_RUN_HEARTBEAT_SECONDS": "60"}
+    env = env_for(settings(nyctaxi_home=tmp_path), environ)
+    assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "60"
 
 
 def free_port() -> int:
