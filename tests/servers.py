@@ -363,26 +363,3 @@ def flow_run_pids(flow_run_id: object) -> list[int]:
         if needle in environ.split(b"\0") and state != "Z":
             found.append(int(entry.name))
     return found
-
-
-@contextlib.contextmanager
-def prefect_services_stopped_after() -> Iterator[None]:
-    """Stop Prefect's in-process concurrency-slot services when the block ends.
-
-    They are per-process singletons that keep the client of the API they first talked to. A
-    test that points this process at a server of its own stops them before that server goes,
-    so the flows of later tests (on the session's server) do not talk to a server that is gone.
-    """
-    try:
-        yield
-    finally:
-        from prefect.concurrency.services import (
-            ConcurrencySlotAcquisitionService,
-            ConcurrencySlotAcquisitionWithLeaseService,
-        )
-
-        for service in (
-            ConcurrencySlotAcquisitionWithLeaseService,
-            ConcurrencySlotAcquisitionService,
-        ):
-            service.drain_all(timeout=30)

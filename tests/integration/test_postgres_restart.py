@@ -59,7 +59,6 @@ from tests.servers import (
     mlflow_server,
     postgres_cluster,
     prefect_server,
-    prefect_services_stopped_after,
     wait_until,
 )
 
@@ -178,7 +177,7 @@ def training_env(
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", AUTH.admin_password)
     monkeypatch.delenv("MODEL_NAME", raising=False)
     settings = {PREFECT_API_URL: running.prefect_api, PREFECT_CLIENT_RETRY_EXTRA_CODES: {500}}
-    with temporary_settings(updates=settings), prefect_services_stopped_after():
+    with temporary_settings(updates=settings):
         yield f"nyc-taxi-duration-{uuid.uuid4().hex[:8]}"
 
 
