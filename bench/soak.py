@@ -177,7 +177,6 @@ def soak_target(args: argparse.Namespace, tmp: Path) -> Iterator[Target]:
                 "MLFLOW_TRACKING_URI": tracking_uri,
                 "MODEL_NAME": args.model_name,
                 "MODEL_ALIAS": args.alias,
-                "PREDICT_API_TOKEN": "",  # ours: open (a token exported from .env is not ours)
                 "NO_PROXY": "127.0.0.1,localhost",
             }
             print("starting the prediction service ...", flush=True)

@@ -233,10 +233,8 @@ def dump_all(compose: Compose, folder: Path) -> tuple[dict, str]:
     for name in DATABASES:
         db = ComposePostgres(compose, name)
         sql.pg_dump(db, folder / f"{name}.dump")
-        facts[name] = sql.pg_facts(db, sql.FACT_QUERIES[name])
-        version = version or str(
-            sql.pg_facts(db, ["SELECT 'v=' || current_setting('server_version')"]).get("v", "")
-        )
+        facts[name] = sql.pg_facts(db, [*sql.FACT_QUERIES[name], sql.SERVER_VERSION])
+        version = str(facts[name].pop("server_version", version))
     return facts, version
 
 

@@ -17,11 +17,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +37,10 @@ from stack.backup_manifest import (
     entries_under,
     file_entry,
     files_of,
-    utc_stamp,
     without_password,
 )
 from stack.credentials import NATIVE_SECRETS, ensure_native_credentials
-from stack.run import PROCESS_PORTS, stack_environment
+from stack.run import busy_ports, settings_input, stack_environment
 from stack.settings import LocalStackSettings
 
 logger = logging.getLogger("stack.backup")
@@ -85,10 +82,7 @@ def resolve(app_dir: Path, environ: Mapping[str, str] | None = None) -> NativeSt
     credentials_file = credentials_path(merged)
     if credentials_file.is_file():
         merged = {**parse_env_lines(credentials_file.read_text()), **merged}
-    fields = LocalStackSettings.model_fields
-    settings = LocalStackSettings(
-        **{name: merged[name.upper()] for name in fields if merged.get(name.upper())}
-    )
+    settings = LocalStackSettings(**settings_input(merged))
     env = stack_environment(settings, merged, app_dir=app_dir, venv_bin=Path(sys.executable).parent)
     return NativeStack(env=env, settings=settings, credentials_file=credentials_file)
 
@@ -146,9 +140,7 @@ def back_up_store(store: Store, env: Mapping[str, str], folder: Path) -> tuple[l
         db = sql.HostPostgres(store.target, name)
         target = folder / f"{name}.dump"
         sql.pg_dump(db, target)
-        facts = sql.pg_facts(
-            db, [*queries, "SELECT 'server_version=' || current_setting('server_version')"]
-        )
+        facts = sql.pg_facts(db, [*queries, sql.SERVER_VERSION])
         return [file_entry(folder, target, component=name, kind="pg-dump")], facts
     if kind == "folder":
         copy_tree(Path(store.target), folder / name)
@@ -211,22 +203,12 @@ def open_files_under(folder: Path, proc: Path = Path("/proc")) -> list[str]:
     return found
 
 
-def busy_ports(settings: LocalStackSettings) -> list[str]:
-    busy = []
-    for name, field in PROCESS_PORTS.items():
-        port = getattr(settings, field)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            if sock.connect_ex((settings.local_host, port)) == 0:
-                busy.append(f"{name}:{port}")
-    return busy
-
-
 def running_stack(stack: NativeStack) -> str | None:
     """Why the stack counts as running (None: stopped)."""
     holders = (
         open_files_under(stack.settings.state_dir) if stack.settings.state_dir.exists() else []
     )
-    busy = busy_ports(stack.settings)
+    busy = busy_ports(stack.settings, [])
     if not holders and not busy:
         return None
     details = "; ".join(
@@ -347,25 +329,8 @@ def fix_prefect(store: Store, *, drop_blocks: bool) -> list[str]:
     """After the restore: reset concurrency slots; drop the block documents when they were
     encrypted with another key. Returns the names of the blocks dropped."""
     if store.component.kind == "sqlite":
-        path = Path(store.target)
-        dropped = sql.sqlite_execute(path, [sql.LIST_BLOCKS]) if drop_blocks else []
-        statements = sql.DROP_BLOCKS if drop_blocks else []
-        if sql.sqlite_has_table(path, "concurrency_limit_v2"):
-            statements = [*statements, sql.RESET_SLOTS]
-        sql.sqlite_execute(path, statements)
-        return dropped
-    db = sql.HostPostgres(store.target, "prefect")
-    dropped = sql.psql(db, [sql.LIST_BLOCKS]) if drop_blocks else []
-    statements = sql.DROP_BLOCKS if drop_blocks else []
-    if sql.pg_has_table(db, "concurrency_limit_v2"):
-        statements = [*statements, sql.RESET_SLOTS]
-    if statements:
-        sql.psql(db, statements)
-    return dropped
-
-
-def now_stamp() -> str:
-    return utc_stamp(datetime.now(UTC))
+        return sql.sqlite_fix_prefect(Path(store.target), drop_blocks=drop_blocks)
+    return sql.pg_fix_prefect(sql.HostPostgres(store.target, "prefect"), drop_blocks=drop_blocks)
 
 
 def ensure_credentials(stack: NativeStack) -> None:

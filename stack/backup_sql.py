@@ -57,6 +57,7 @@ DROP_BLOCKS = [
 # Prefect keeps concurrency leases in the server's memory: a slot held when the backup was taken
 # would stay taken for ever on the restored stack, where no run holds it.
 RESET_SLOTS = "UPDATE concurrency_limit_v2 SET active_slots = 0 WHERE active_slots <> 0"
+SERVER_VERSION = "SELECT 'server_version=' || current_setting('server_version')"
 COUNT_TABLES = (
     "SELECT 'tables=' || count(*) FROM information_schema.tables WHERE table_schema = 'public'"
 )
@@ -122,6 +123,16 @@ def sqlite_has_table(path: Path, table: str) -> bool:
     with _sqlite(path) as connection:
         query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
         return connection.execute(query, (table,)).fetchone() is not None
+
+
+def sqlite_fix_prefect(path: Path, *, drop_blocks: bool) -> list[str]:
+    """stack.backup_sql.pg_fix_prefect on a SQLite Prefect database."""
+    dropped = sqlite_execute(path, [LIST_BLOCKS]) if drop_blocks else []
+    statements = DROP_BLOCKS if drop_blocks else []
+    if sqlite_has_table(path, "concurrency_limit_v2"):
+        statements = [*statements, RESET_SLOTS]
+    sqlite_execute(path, statements)
+    return dropped
 
 
 # -- Postgres ---------------------------------------------------------------------------------
@@ -241,3 +252,15 @@ def pg_empty_schema(db: PgTool) -> None:
     """Drop everything in the public schema (a forced restore); the connecting user must own
     the schema or the database."""
     psql(db, ["DROP SCHEMA public CASCADE", "CREATE SCHEMA public"])
+
+
+def pg_fix_prefect(db: PgTool, *, drop_blocks: bool) -> list[str]:
+    """After a restore: reset the concurrency slots; drop the block documents when they were
+    encrypted with another key. Returns the names of the blocks dropped."""
+    dropped = psql(db, [LIST_BLOCKS]) if drop_blocks else []
+    statements = DROP_BLOCKS if drop_blocks else []
+    if pg_has_table(db, "concurrency_limit_v2"):
+        statements = [*statements, RESET_SLOTS]
+    if statements:
+        psql(db, statements)
+    return dropped

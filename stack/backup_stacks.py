@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import platform
-import shutil
 import sqlite3
 import subprocess
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 
 from stack import backup_docker as docker
 from stack import backup_sql as sql
+from stack import envfile
 from stack.backup_manifest import (
     SECRETS_FILE,
     BackupError,
@@ -267,8 +267,7 @@ def backup_docker(compose: docker.Compose, into: Path, *, with_secrets: bool = F
         files += entries_under(partial, folder, component=name, kind="object")
         facts[name] = {"objects": report["buckets"][bucket]["objects"]}
     if with_secrets:
-        shutil.copyfile(compose.env_file, partial / SECRETS_FILE)
-        (partial / SECRETS_FILE).chmod(0o600)
+        envfile.write_private(partial / SECRETS_FILE, compose.env_file.read_text())
         files.append(
             file_entry(partial, partial / SECRETS_FILE, component="secrets", kind="secrets")
         )
@@ -340,11 +339,8 @@ def restore_docker(compose: docker.Compose, backup: Path, *, force: bool = False
         key_fingerprint(compose.setting("PREFECT_SERVER_ENCRYPTION_KEY")),
     )
     prefect = docker.ComposePostgres(compose, "prefect", role="prefect")
+    done.dropped_blocks = sql.pg_fix_prefect(prefect, drop_blocks=not readable)
     if not readable:
-        done.dropped_blocks = sql.psql(prefect, [sql.LIST_BLOCKS])
-        sql.psql(prefect, sql.DROP_BLOCKS)
         done.lines.append(block_note(done.dropped_blocks))
-    if sql.pg_has_table(prefect, "concurrency_limit_v2"):
-        sql.psql(prefect, [sql.RESET_SLOTS])
     done.lines.append("restored; start the whole stack with `make up`")
     return done

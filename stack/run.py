@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     # Generated once; what the shell or `.env` sets wins over a generated value.
     credentials_file = credentials_path(environ)
     environ = {**ensure_native_credentials(credentials_file), **environ}
-    settings = LocalStackSettings(**_settings_input(environ))
+    settings = LocalStackSettings(**settings_input(environ))
     busy = busy_ports(settings, args.processes)
     if busy:
         print(  # noqa: T201 - the CLI's own output
@@ -188,7 +188,7 @@ def banner(settings: LocalStackSettings, env: Mapping[str, str], credentials_fil
     )
 
 
-def _settings_input(environ: Mapping[str, str]) -> dict[str, str]:
+def settings_input(environ: Mapping[str, str]) -> dict[str, str]:
     """Settings fields found in `environ` (so `.env` values count, not only os.environ)."""
     fields = LocalStackSettings.model_fields
     return {name: environ[name.upper()] for name in fields if environ.get(name.upper())}

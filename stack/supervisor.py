@@ -126,9 +126,9 @@ def describe_exit(code: int) -> str:
     return f"exit {code}"
 
 
-def marked_pids(token: str, proc: Path = Path("/proc")) -> list[int]:
-    """Live (not zombie) processes whose environment holds MARKER=token."""
-    needle = f"{MARKER}={token}".encode()
+def marked_pids(token: str, proc: Path = Path("/proc"), *, variable: str = MARKER) -> list[int]:
+    """Live (not zombie) processes whose environment holds `variable`=token."""
+    needle = f"{variable}={token}".encode()
     found = []
     for entry in proc.iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():

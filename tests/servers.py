@@ -263,6 +263,7 @@ class PostgresCluster:
     host: str
     port: int
     user: str
+    data_dir: Path  # its socket folder and log file sit beside it
 
     def create_database(self, name: str) -> str:
         """Create a database; return its SQLAlchemy-style URL without a driver."""
@@ -272,6 +273,26 @@ class PostgresCluster:
             capture_output=True,
         )
         return f"{self.user}@{self.host}:{self.port}/{name}"
+
+    def start(self) -> None:
+        """Start the server (again: same port, socket folder and address). -l keeps its log in a
+        file: a postmaster holding our pipes would block subprocess.run."""
+        root = self.data_dir.parent
+        options = f"-p {self.port} -k {root} -c listen_addresses={self.host}"
+        _as_postgres(
+            f"{_pg_bin('pg_ctl')} -D {self.data_dir} -l {root / 'postgres.log'} -w -t 60 "
+            f"-o '{options}' start"
+        )
+
+    def stop(self, mode: str = "fast", *, check: bool = True) -> None:
+        """`fast`: a clean shutdown; `immediate`: as a crash (no checkpoint, connections cut,
+        crash recovery on the next start)."""
+        _as_postgres(f"{_pg_bin('pg_ctl')} -D {self.data_dir} -m {mode} -w stop", check=check)
+
+
+def _as_postgres(command: str, *, check: bool = True) -> None:
+    """Run a shell command as the `postgres` OS user (the server refuses to run as root)."""
+    subprocess.run(["su", "postgres", "-c", command], check=check, capture_output=True, text=True)
 
 
 def _pg_bin(name: str) -> str:
@@ -298,27 +319,13 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
     postgres_user = pwd.getpwnam("postgres")
     for path in (root, data_dir):
         os.chown(path, postgres_user.pw_uid, postgres_user.pw_gid)
-    port = free_port()
-    as_postgres = ["su", "postgres", "-c"]
-    subprocess.run(
-        [*as_postgres, f"{_pg_bin('initdb')} -D {data_dir} -U app --auth=trust"],
-        check=True,
-        capture_output=True,
-    )
-    log_file = root / "postgres.log"
-    start = (
-        f"{_pg_bin('pg_ctl')} -D {data_dir} -l {log_file} -w -t 60 "
-        f"-o '-p {port} -k {root} -c listen_addresses=127.0.0.1' start"
-    )
-    subprocess.run([*as_postgres, start], check=True, capture_output=True)
+    _as_postgres(f"{_pg_bin('initdb')} -D {data_dir} -U app --auth=trust")
+    cluster = PostgresCluster(host="127.0.0.1", port=free_port(), user="app", data_dir=data_dir)
+    cluster.start()
     try:
-        yield PostgresCluster(host="127.0.0.1", port=port, user="app")
+        yield cluster
     finally:
-        subprocess.run(
-            [*as_postgres, f"{_pg_bin('pg_ctl')} -D {data_dir} -m fast -w stop"],
-            check=False,
-            capture_output=True,
-        )
+        cluster.stop(check=False)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -363,3 +370,25 @@ def flow_run_pids(flow_run_id: object) -> list[int]:
         if needle in environ.split(b"\0") and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+def has_beaten(flow_run_id: object) -> bool:
+    """Whether the Prefect server (the current settings') has a heartbeat of this flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    with get_client(sync_client=True) as client:
+        page = client.read_events(
+            EventFilter(
+                event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+                resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+            ),
+            limit=1,
+        )
+    return bool(page.events)
+
+
+# A deployment's pull steps for a worker on this machine: its runs import from the checkout.
+PULL_FROM_REPO = [
+    {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}
+]

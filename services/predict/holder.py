@@ -18,12 +18,13 @@ Through outages (see README, "Serving through outages"):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,6 +91,17 @@ class _Failed(Exception):
         super().__init__(f"{stage}: {error}")
         self.stage = stage
         self.error = error
+
+
+@contextlib.contextmanager
+def _stage(name: str, passing: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Any error in the block (but those `passing`) as a failure of the version at `name`."""
+    try:
+        yield
+    except passing:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever it is, the version is refused
+        raise _Failed(name, error) from error
 
 
 class ModelHolder:
@@ -277,34 +289,22 @@ class ModelHolder:
     def _fetch(self, target: VersionRef) -> tuple[LoadedModel, CachedVersion | None]:
         """The version loaded and warmed up, through the cache when there is one."""
         if self._cache is not None:
-            try:
+            with _stage("download", passing=_UNREACHABLE):
                 cached = self._cache.store(target, lambda into: self._source.download(target, into))
-            except _UNREACHABLE:
-                raise
-            except Exception as error:  # noqa: BLE001 - whatever it is, the version is refused
-                raise _Failed("download", error) from error
             loaded = self._load(cached.model_dir, cached.meta, "registry", cached.checksum)
             return loaded, cached
         with tempfile.TemporaryDirectory(prefix="predict-model-") as tmp:
-            try:
+            with _stage("download", passing=_UNREACHABLE):
                 downloaded = self._source.download(target, Path(tmp))
-            except _UNREACHABLE:
-                raise
-            except Exception as error:  # noqa: BLE001
-                raise _Failed("download", error) from error
             return self._load(downloaded.model_dir, downloaded.meta, "registry", None), None
 
     def _load(
         self, model_dir: Path, meta: ModelMeta, origin: Origin, checksum: str | None
     ) -> LoadedModel:
-        try:
+        with _stage("load"):
             loaded = self._source.load_local(model_dir, meta)
-        except Exception as error:  # noqa: BLE001
-            raise _Failed("load", error) from error
-        try:
+        with _stage("warm-up"):
             warm_up(loaded.predictor)
-        except Exception as error:  # noqa: BLE001
-            raise _Failed("warm-up", error) from error
         return dataclasses.replace(loaded, origin=origin, checksum=checksum)
 
     def _refuse(self, target: VersionRef, failure: _Failed) -> None:

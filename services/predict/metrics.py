@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,8 +29,6 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # not be able to grow the scrape without bound.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 OTHER_METHOD = "other"
-# Per-request sampling of the process gauges, at most this often (seconds).
-SAMPLE_EVERY = 1.0
 
 
 def method_label(method: str) -> str:
@@ -107,19 +104,16 @@ class ServiceMetrics:
             registry=registry,
             multiprocess_mode="livemin",
         )
-        self._sampled_at = 0.0
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count a request; `route` is a url rule of the app (or one catch-all value)."""
         labels = (route, method_label(method), str(status))
         self.requests.labels(*labels).inc()
         self.latency.labels(*labels).observe(seconds)
-        if time.monotonic() - self._sampled_at >= SAMPLE_EVERY:
-            self.sample_process()
 
     def sample_process(self) -> None:
-        """Refresh the process gauges (on swaps, scrapes and, at most each second, requests)."""
-        self._sampled_at = time.monotonic()
+        """Refresh the process gauges: on swaps, scrapes and each poll of the registry (the
+        app's poll listener), never on the request path."""
         self.sys_path_entries.set(len(sys.path))
         rss = resident_memory_bytes()
         if rss is not None:

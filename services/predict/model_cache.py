@@ -157,34 +157,44 @@ class ModelCache:
             files.mkdir()
             downloaded = fetch(files)
             digests = tree_digests(files)
+            model_dir = downloaded.model_dir.relative_to(files).as_posix()
+            meta, total = downloaded.meta.to_json(), checksum(digests)
             manifest = {
                 "format": FORMAT,
                 "model": self.model_name,
-                "meta": downloaded.meta.to_json(),
-                "model_dir": downloaded.model_dir.relative_to(files).as_posix(),
+                "meta": meta,
+                "model_dir": model_dir,
                 "files": digests,
-                "checksum": checksum(digests),
+                "checksum": total,
                 "cached_at": datetime.now(UTC).isoformat(),
             }
             _write_json_atomic(staging / MANIFEST, manifest)
-            return self._publish(staging, self.entries / entry_name(ref))
+            final = self.entries / entry_name(ref)
+            # What _verified would read back from the entry: its files were just hashed.
+            ours = CachedVersion(
+                path=final,
+                model_dir=final / FILES / model_dir,
+                meta=ModelMeta.from_json(meta),
+                checksum=total,
+            )
+            return self._publish(staging, ours)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
-    def _publish(self, staging: Path, final: Path) -> CachedVersion:
+    def _publish(self, staging: Path, ours: CachedVersion) -> CachedVersion:
         try:
-            os.rename(staging, final)
+            os.rename(staging, ours.path)
         except OSError:
             # Another worker published the same version first: theirs is as good as ours,
             # unless it is damaged, in which case ours replaces it.
             try:
-                return self._verified(final)
+                return self._verified(ours.path)
             except CacheError as error:
                 logger.error("replacing a damaged cached version: %s", error)
-                self._discard(final)
-                os.rename(staging, final)
-        return self._verified(final)
+                self._discard(ours.path)
+                os.rename(staging, ours.path)
+        return ours
 
     def find(self, ref: VersionRef) -> CachedVersion | None:
         """The cached copy of a version if there is a sound one; a damaged one is removed."""

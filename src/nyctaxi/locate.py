@@ -67,11 +67,9 @@ def fetch_from_bucket(bucket: RawBucket, key: str, dest: Path) -> Path:
     """Download to a temp name of this call's own, check it, then move it into place: nothing
     half-written is ever read, and two runs fetching the same month never clobber each other
     (the first complete copy wins; the second finisher keeps it and drops its own)."""
-    with sources.staging_path(dest) as staged:
-        bucket.download(key, staged)
-        sources.validate_parquet(staged)
-        if not sources.publish(staged, dest):
-            logger.info("%s: kept the copy another run placed first", dest)
+    _, placed = sources.place_checked(dest, lambda staged: bucket.download(key, staged))
+    if not placed:
+        logger.info("%s: kept the copy another run placed first", dest)
     return dest
 
 

@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -206,6 +206,17 @@ def publish(staged: Path, dest: Path) -> bool:
     return True
 
 
+def place_checked(dest: Path, fill: Callable[[Path], object]) -> tuple[int, bool]:
+    """Fill a staging copy of dest (`fill(staged)`), check it is a TLC Parquet file, publish it.
+
+    Returns (rows, placed): placed is False when another run's copy was in place first (kept).
+    In every failure dest is left untouched and no temporary file is left behind."""
+    with staging_path(dest) as staged:
+        fill(staged)
+        rows = validate_parquet(staged)
+        return rows, publish(staged, dest)
+
+
 def _fetch_into(url: str, staged: Path, timeout: float, session: requests.Session) -> None:
     """GET url into staged (truncated first, so a retry never appends to a failed attempt)."""
     try:
@@ -248,10 +259,12 @@ def download(
     owned_session = session is None
     session = session or requests.Session()
     try:
-        with staging_path(dest) as staged:
-            _download_with_retries(url, staged, timeout, attempts, backoff_seconds, session)
-            rows = validate_parquet(staged)
-            placed = publish(staged, dest)
+        rows, placed = place_checked(
+            dest,
+            lambda staged: _download_with_retries(
+                url, staged, timeout, attempts, backoff_seconds, session
+            ),
+        )
     finally:
         if owned_session:
             session.close()

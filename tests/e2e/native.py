@@ -22,6 +22,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from nyctaxi.credentials import parse_env_lines
+from stack.supervisor import marked_pids
 from tests.servers import REPO_ROOT, free_port, taxi_data_dir
 
 MODEL = "nyc-taxi-duration"
@@ -65,19 +66,7 @@ def stack_urls(env: dict) -> tuple[str, str, str]:
 
 def marked_processes(marker: str) -> list[int]:
     """PIDs of live processes whose environment carries this stack's marker."""
-    needle = f"{MARKER}={marker}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") and state != "Z":
-            found.append(int(entry.name))
-    return found
+    return marked_pids(marker, variable=MARKER)
 
 
 def log_tail(log_file: Path, lines: int = 60) -> str:

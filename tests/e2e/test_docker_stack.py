@@ -282,18 +282,21 @@ class Stack:
 
     def memory_peaks(self) -> dict[str, int]:
         """Peak memory (bytes) of each running container since it started, from its cgroup."""
+        ids = self.compose("ps", "-q").split()
+        if not ids:
+            return {}
+        out = subprocess.run(
+            ["docker", "inspect", "--format", "{{.Id}} {{.Name}}", *ids],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         peaks: dict[str, int] = {}
-        for line in self.compose("ps", "-q").split():
-            out = subprocess.run(
-                ["docker", "inspect", "--format", "{{.Id}} {{.Name}}", line],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.split()
-            container_id, name = out[0], out[1].lstrip("/").removeprefix(f"{self.project}")
+        for line in out.splitlines():
+            container_id, name = line.split()
             peak = cgroup_memory_peak(container_id)
             if peak is not None:
-                peaks[name.strip("-_")] = peak
+                peaks[name.lstrip("/").removeprefix(self.project).strip("-_")] = peak
         return peaks
 
     def logs(self) -> str:

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
-from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
 from tests.e2e.native import (
     MARKER,
@@ -33,7 +32,7 @@ from tests.e2e.native import (
     wait_for_final_state,
     wait_for_log,
 )
-from tests.servers import flow_run_pids, http_ok, wait_until
+from tests.servers import flow_run_pids, has_beaten, http_ok, wait_until
 from tests.webhooks import webhook_receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
@@ -56,18 +55,6 @@ def worker_pids(marker: str) -> list[int]:
         ]:
             found.append(pid)
     return found
-
-
-def has_beaten(flow_run_id: object) -> bool:
-    with get_client(sync_client=True) as client:
-        page = client.read_events(
-            EventFilter(
-                event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
-                resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
-            ),
-            limit=1,
-        )
-    return bool(page.events)
 
 
 def state_name(flow_run_id: object) -> str | None:

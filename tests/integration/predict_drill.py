@@ -22,11 +22,11 @@ from pathlib import Path
 import requests
 
 from tests.servers import (
-    REPO_ROOT,
     RIDE,
     VENV_BIN,
     free_port,
     http_ok,
+    running_process,
     stop_process_group,
     wait_until,
 )
@@ -166,7 +166,6 @@ def predict_service(
     """gunicorn with 2 workers polling every second; `settings` are extra variables."""
     port = free_port()
     env = {
-        **os.environ,
         "MLFLOW_TRACKING_URI": tracking_uri,
         "MODEL_NAME": model_name,
         "MODEL_ALIAS": "champion",
@@ -176,33 +175,22 @@ def predict_service(
         "PREDICT_RELOAD_INTERVAL_SECONDS": "1",
         "PREDICT_RETRY_INTERVAL_SECONDS": "1",
         "NO_PROXY": "127.0.0.1,localhost",
+        # Empty is unset for gunicorn_conf.py: the service makes (and cleans) its own folder.
+        "PROMETHEUS_MULTIPROC_DIR": "",
         **settings,
     }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     args = [
         str(VENV_BIN / "gunicorn"),
         "--config",
         "services/predict/gunicorn_conf.py",
         "services.predict.app:create_app()",
     ]
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as log:
-        proc = subprocess.Popen(
-            args,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=REPO_ROOT,
-            start_new_session=True,
-        )
-    try:
+    with running_process(args, log_file=log_file, env=env) as proc:
         url = f"http://127.0.0.1:{port}"
         wait_until(
             lambda: http_ok(f"{url}/health"), timeout=180, what="predict service", log_file=log_file
         )
         yield Service(url, log_file, proc)
-    finally:
-        stop_process_group(proc)
 
 
 @dataclass

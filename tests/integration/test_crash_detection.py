@@ -29,12 +29,18 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
-from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
 from services.bootstrap.bootstrap import bootstrap
 from services.bootstrap.deployments import ensure_work_pool
 from services.bootstrap.settings import BootstrapSettings
-from tests.servers import REPO_ROOT, VENV_BIN, flow_run_pids, running_process, wait_until
+from tests.servers import (
+    PULL_FROM_REPO,
+    VENV_BIN,
+    flow_run_pids,
+    has_beaten,
+    running_process,
+    wait_until,
+)
 from tests.webhooks import WebhookReceiver, webhook_receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -83,13 +89,7 @@ def drill(prefect_api: str, tmp_path: Path) -> Iterator[Drill]:
                 "crash-drill",
                 work_pool_name=POOL,
                 entrypoint="tests/integration/test_crash_detection.py:sleepy_training",
-                pull_steps=[
-                    {
-                        "prefect.deployments.steps.set_working_directory": {
-                            "directory": str(REPO_ROOT)
-                        }
-                    }
-                ],
+                pull_steps=PULL_FROM_REPO,
             )
         try:
             yield Drill(prefect_api, hook, tmp_path)
@@ -131,18 +131,6 @@ def start_run(seconds: float = LONG) -> FlowRun:
 def read_run(flow_run_id: UUID) -> FlowRun:
     with get_client(sync_client=True) as client:
         return client.read_flow_run(flow_run_id)
-
-
-def has_beaten(flow_run_id: UUID) -> bool:
-    with get_client(sync_client=True) as client:
-        page = client.read_events(
-            EventFilter(
-                event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
-                resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
-            ),
-            limit=1,
-        )
-    return bool(page.events)
 
 
 def wait_for_state(flow_run_id: UUID, state: str, timeout: float) -> FlowRun:

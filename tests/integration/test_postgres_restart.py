@@ -21,7 +21,6 @@ import base64
 import contextlib
 import contextvars
 import re
-import subprocess
 import threading
 import time
 import urllib.error
@@ -55,7 +54,6 @@ from nyctaxi import names, pipeline
 from tests.servers import (
     MlflowAuth,
     PostgresCluster,
-    _pg_bin,
     mlflow_server,
     postgres_cluster,
     prefect_server,
@@ -73,36 +71,6 @@ class Servers:
     prefect_api: str
     mlflow_url: str
     prefect_log: Path
-
-
-def as_postgres(command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["su", "postgres", "-c", command], check=True, capture_output=True, text=True
-    )
-
-
-def data_directory(pg: PostgresCluster) -> Path:
-    shown = subprocess.run(
-        [_pg_bin("psql"), "-h", pg.host, "-p", str(pg.port), "-U", pg.user, "-d", "postgres"]
-        + ["-Atc", "SHOW data_directory"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return Path(shown.stdout.strip())
-
-
-def crash(pg: PostgresCluster) -> None:
-    """Stop Postgres as a crash does: no checkpoint, connections cut, crash recovery on start."""
-    as_postgres(f"{_pg_bin('pg_ctl')} -D {data_directory(pg)} -m immediate -w stop")
-
-
-def start_again(pg: PostgresCluster, data: Path) -> None:
-    """Start it as tests/servers.py postgres_cluster did (same port, socket folder, address);
-    -l keeps its log in a file (a postmaster holding our pipes would block subprocess.run)."""
-    options = f"-p {pg.port} -k {data.parent} -c listen_addresses={pg.host}"
-    log = data.parent / "postgres.log"
-    as_postgres(f"{_pg_bin('pg_ctl')} -D {data} -l {log} -o '{options}' -w -t 60 start")
 
 
 def http_status(url: str, headers: dict[str, str] | None = None, data: bytes | None = None) -> int:
@@ -263,9 +231,8 @@ def test_postgres_crash_mid_training_servers_reconnect_and_the_next_run_complete
     thread.start()
     assert fit_signals.started.wait(timeout=300), "the run never reached the fit"
     into_run = time.monotonic() - started
-    data = data_directory(pg)
     errors_before = len(failed_requests(running.prefect_log))
-    crash(pg)
+    pg.stop("immediate")  # as a crash: no checkpoint, connections cut, crash recovery on start
     down_at = time.monotonic()
     assert fit_signals.returned.wait(timeout=300), "the fit never returned"
     # Down until the run has hit the outage: one of its requests failed on the Prefect server.
@@ -275,7 +242,7 @@ def test_postgres_crash_mid_training_servers_reconnect_and_the_next_run_complete
         what="a request of the run failing on the Prefect server",
     )
     hit = sorted(set(failed_requests(running.prefect_log)[errors_before:]))
-    start_again(pg, data)
+    pg.start()  # same port, socket folder and address
     back = time.monotonic()
     down = back - down_at
     wait_until(lambda: prefect_answers(running.prefect_api), timeout=60, what="Prefect again")

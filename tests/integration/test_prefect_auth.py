@@ -39,7 +39,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.chromium import Page, headless_page
-from tests.servers import REPO_ROOT, VENV_BIN, prefect_server, running_process, wait_until
+from tests.servers import PULL_FROM_REPO, VENV_BIN, prefect_server, running_process, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -131,9 +131,7 @@ def seeded(secured: SecuredPrefect) -> Seeded:
             "auth-check",
             work_pool_name=POOL,
             entrypoint="tests/integration/test_prefect_auth.py:auth_check",
-            pull_steps=[
-                {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}
-            ],
+            pull_steps=PULL_FROM_REPO,
         )
     return Seeded(value, block_id, deployment_id)
 

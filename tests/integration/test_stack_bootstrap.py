@@ -12,15 +12,15 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from uuid import UUID
 
 import boto3
 import pytest
 from prefect import flow
 from prefect.blocks.webhook import Webhook
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import StateType
 from prefect.events import emit_event
-from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.states import Completed, Running
 from prefect_aws import AwsCredentials, S3Bucket
 
@@ -28,7 +28,7 @@ from services.bootstrap import deployments, first_run
 from services.bootstrap.automations import AUTOMATION_NAMES, CRASH_SILENT_RUNS, crash_silent_runs
 from services.bootstrap.bootstrap import bootstrap
 from services.bootstrap.settings import BootstrapSettings
-from tests.servers import S3Endpoint, wait_until
+from tests.servers import S3Endpoint, has_beaten, wait_until
 from tests.webhooks import WebhookReceiver, webhook_receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -199,14 +199,7 @@ def test_running_run_whose_process_is_gone_is_marked_crashed(prefect_api: str) -
     sleeper = [sys.executable, "-c", "import time; time.sleep(300)", "prefect.engine"]
     with get_client(sync_client=True) as client, subprocess.Popen(sleeper) as live:
         try:
-            deployments.ensure_work_pool(client)
-            flow_id = client.create_flow(failing_training)
-            deployment_id = client.create_deployment(
-                flow_id,
-                "orphan-test",
-                work_pool_name="nyctaxi-process",
-                entrypoint="tests/integration/test_stack_bootstrap.py:failing_training",
-            )
+            deployment_id = _failing_training_deployment(client, "orphan-test")
             gone = client.create_flow_run_from_deployment(deployment_id, state=Running())
             going = client.create_flow_run_from_deployment(deployment_id, state=Running())
             client.update_flow_run(gone.id, infrastructure_pid=str(_dead_pid()))
@@ -220,6 +213,17 @@ def test_running_run_whose_process_is_gone_is_marked_crashed(prefect_api: str) -
             live.kill()
 
 
+def _failing_training_deployment(client: SyncPrefectClient, name: str) -> UUID:
+    """A deployment of failing_training on the stack's work pool (created if missing)."""
+    deployments.ensure_work_pool(client)
+    return client.create_deployment(
+        client.create_flow(failing_training),
+        name,
+        work_pool_name="nyctaxi-process",
+        entrypoint="tests/integration/test_stack_bootstrap.py:failing_training",
+    )
+
+
 def _dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
@@ -231,14 +235,7 @@ def test_running_runs_that_stopped_beating_are_crashed_and_beating_ones_left_alo
 ) -> None:
     heartbeat, missed = 3, 2  # a 6 s window (the settings hold the stacks to 30 s beats)
     with get_client(sync_client=True) as client:
-        deployments.ensure_work_pool(client)
-        flow_id = client.create_flow(failing_training)
-        deployment_id = client.create_deployment(
-            flow_id,
-            "silence-test",
-            work_pool_name="nyctaxi-process",
-            entrypoint="tests/integration/test_stack_bootstrap.py:failing_training",
-        )
+        deployment_id = _failing_training_deployment(client, "silence-test")
         silent = client.create_flow_run_from_deployment(deployment_id, state=Running())
         beating = client.create_flow_run_from_deployment(deployment_id, state=Running())
         started = client.read_flow_run(silent.id).state.timestamp
@@ -249,19 +246,7 @@ def test_running_runs_that_stopped_beating_are_crashed_and_beating_ones_left_alo
         )
         beat = f"prefect.flow-run.{beating.id}"
         emit_event(event="prefect.flow-run.heartbeat", resource={"prefect.resource.id": beat})
-        wait_until(
-            lambda: bool(
-                client.read_events(
-                    EventFilter(
-                        event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
-                        resource=EventResourceFilter(id=[beat]),
-                    ),
-                    limit=1,
-                ).events
-            ),
-            timeout=30,
-            what="the heartbeat recorded",
-        )
+        wait_until(lambda: has_beaten(beating.id), timeout=30, what="the heartbeat recorded")
         try:
             crash_silent_runs(client, heartbeat, missed)
 

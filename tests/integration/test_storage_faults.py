@@ -161,6 +161,25 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def only_in_bucket(
+    month: str,
+    bucket: str,
+    store: JournaledS3,
+    data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[str, bytes, Path]:
+    """Put the month in the bucket and nowhere local; returns its key, its bytes and the
+    download cache the ingest will fetch it into."""
+    key = f"raw/green/{month}.parquet"
+    body = (data_dir / file_name(month)).read_bytes()
+    store.client().put_object(Bucket=bucket, Key=key, Body=body)
+    empty = tmp_path / "no-local-months"
+    empty.mkdir()
+    monkeypatch.setenv("TAXI_DATA_DIR", str(empty))
+    return key, body, tmp_path / "home" / "cache" / "raw"
+
+
 def test_store_killed_mid_upload_fails_clearly_lands_nothing_partial_and_a_rerun_completes(
     bucket: str,
     store: JournaledS3,
@@ -280,13 +299,7 @@ def test_store_killed_before_a_download_leaves_no_local_file_and_a_rerun_complet
     monkeypatch: pytest.MonkeyPatch,
     measurement: Measure,
 ) -> None:
-    key = "raw/green/2023-03.parquet"
-    body = (data_dir / file_name("2023-03")).read_bytes()
-    store.client().put_object(Bucket=bucket, Key=key, Body=body)
-    empty = tmp_path / "no-local-months"
-    empty.mkdir()
-    monkeypatch.setenv("TAXI_DATA_DIR", str(empty))
-    cache = tmp_path / "home" / "cache" / "raw"
+    key, body, cache = only_in_bucket("2023-03", bucket, store, data_dir, tmp_path, monkeypatch)
     killed_at: list[float] = []
     download = S3Bucket.download_object_to_path
 
@@ -326,13 +339,7 @@ def test_two_runs_fetching_one_month_at_once_end_with_one_whole_file(
     monkeypatch: pytest.MonkeyPatch,
     measurement: Measure,
 ) -> None:
-    key = "raw/green/2023-04.parquet"
-    body = (data_dir / file_name("2023-04")).read_bytes()
-    store.client().put_object(Bucket=bucket, Key=key, Body=body)
-    empty = tmp_path / "no-local-months"
-    empty.mkdir()
-    monkeypatch.setenv("TAXI_DATA_DIR", str(empty))
-    cache = tmp_path / "home" / "cache" / "raw"
+    _, body, cache = only_in_bucket("2023-04", bucket, store, data_dir, tmp_path, monkeypatch)
     both_downloaded = threading.Barrier(2, timeout=60)
     download = S3Bucket.download_object_to_path
     seen_in_folder: list[list[str]] = []

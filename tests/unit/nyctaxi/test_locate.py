@@ -13,6 +13,7 @@ import pytest
 from nyctaxi import locate, sources
 from nyctaxi.config import PipelineSettings
 from nyctaxi.months import Month, file_name
+from tests.unit.nyctaxi.racing import run_at_once
 
 MONTH = "2023-01"
 KEY = "raw/green/2023-01.parquet"
@@ -234,19 +235,7 @@ def test_two_runs_fetching_one_month_at_once_both_end_with_the_whole_file(
 ) -> None:
     bucket = HalfwayBucket({KEY: sample_bytes}, downloads=2)
     dest = tmp_path / "cache" / file_name(MONTH)
-    results: list[Path | BaseException] = []
-
-    def fetch() -> None:
-        try:
-            results.append(locate.fetch_from_bucket(bucket, KEY, dest))
-        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
-            results.append(error)
-
-    threads = [threading.Thread(target=fetch) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    results = run_at_once(lambda: locate.fetch_from_bucket(bucket, KEY, dest))
 
     assert results == [dest, dest]
     assert dest.read_bytes() == sample_bytes

@@ -12,6 +12,7 @@ import pytest
 from nyctaxi import cleaning, monthcache
 from nyctaxi.config import PipelineSettings
 from nyctaxi.locate import IngestedMonth
+from tests.unit.nyctaxi.racing import run_at_once
 
 SHA = "a" * 64
 
@@ -124,19 +125,7 @@ def test_two_runs_preparing_one_month_at_once_leave_one_whole_entry(
     monkeypatch.setattr(monthcache, "prepare_ingested", prepare_after_both_missed)
     month = ingested(tmp_path / "x.parquet")
     folder = tmp_path / "cleaned"
-    results: list[cleaning.PreparedMonth | BaseException] = []
-
-    def prepare() -> None:
-        try:
-            results.append(monthcache.CleanedMonthCache(folder).prepare(month))
-        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
-            results.append(error)
-
-    threads = [threading.Thread(target=prepare) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    results = run_at_once(lambda: monthcache.CleanedMonthCache(folder).prepare(month))
 
     assert counting.calls == 2
     assert all(isinstance(result, cleaning.PreparedMonth) for result in results), results

@@ -16,6 +16,7 @@ import pytest
 
 from nyctaxi import sources
 from nyctaxi.months import file_name
+from tests.unit.nyctaxi.racing import run_at_once
 
 MONTH = "2023-01"
 
@@ -238,20 +239,9 @@ def test_two_downloads_of_one_file_at_once_both_end_with_the_whole_file(
         handler.wfile.write(month_bytes[half:])
 
     dest = tmp_path / file_name(MONTH)
-    results: list[Path | BaseException] = []
-
-    def fetch(base: str) -> None:
-        try:
-            results.append(sources.download(f"{base}/{dest.name}", dest, backoff_seconds=0.01))
-        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
-            results.append(error)
-
     with http_server(plan) as (base, seen):
-        threads = [threading.Thread(target=fetch, args=(base,)) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
+        url = f"{base}/{dest.name}"
+        results = run_at_once(lambda: sources.download(url, dest, backoff_seconds=0.01))
     assert len(seen) == 2
     assert results == [dest, dest]
     assert dest.read_bytes() == month_bytes

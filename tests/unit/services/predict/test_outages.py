@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,28 +47,31 @@ def announced() -> list[Refusal]:
     return []
 
 
+@pytest.fixture
 def new_worker(
     source: FakeSource, cache_root: Path, clock: Clock, announced: list[Refusal]
-) -> ModelHolder:
-    """A holder like a freshly started worker's: same cache folder, nothing in memory."""
-    cache = ModelCache(cache_root, "fake", keep=2)
-    cache.probe()
-    return ModelHolder(
-        source,
-        reload_interval=3600,
-        retry_interval=3600,
-        poll=False,
-        cache=cache,
-        refusals=Refusals(first=5, cap=40, clock=clock),
-        on_refused=announced.append,
-    )
+) -> Callable[[], ModelHolder]:
+    """Starts a holder like a fresh worker's: same cache folder, nothing in memory."""
+
+    def start() -> ModelHolder:
+        cache = ModelCache(cache_root, "fake", keep=2)
+        cache.probe()
+        return ModelHolder(
+            source,
+            reload_interval=3600,
+            retry_interval=3600,
+            poll=False,
+            cache=cache,
+            refusals=Refusals(first=5, cap=40, clock=clock),
+            on_refused=announced.append,
+        )
+
+    return start
 
 
 @pytest.fixture
-def worker(
-    source: FakeSource, cache_root: Path, clock: Clock, announced: list[Refusal]
-) -> ModelHolder:
-    return new_worker(source, cache_root, clock, announced)
+def worker(new_worker: Callable[[], ModelHolder]) -> ModelHolder:
+    return new_worker()
 
 
 @pytest.fixture
@@ -77,6 +80,15 @@ def served_once(source: FakeSource, worker: ModelHolder) -> ModelHolder:
     source.alias_version = "1"
     assert worker.refresh() is True
     return worker
+
+
+@pytest.fixture
+def restarted(
+    source: FakeSource, served_once: ModelHolder, new_worker: Callable[[], ModelHolder]
+) -> ModelHolder:
+    """Version 1 served once; then the registry stops answering and a worker starts."""
+    source.unreachable = True
+    return new_worker()
 
 
 @pytest.fixture
@@ -94,12 +106,9 @@ def client_of(
 # -- the cache stands in while the registry does not answer -----------------------------------
 
 
-@pytest.mark.usefixtures("served_once")
 def test_a_worker_started_during_an_outage_serves_the_cached_version_and_says_so(
-    source: FakeSource, cache_root: Path, clock: Clock, announced: list[Refusal], client_of
+    source: FakeSource, restarted: ModelHolder, client_of
 ) -> None:
-    source.unreachable = True
-    restarted = new_worker(source, cache_root, clock, announced)
     assert restarted.refresh() is True
     assert source.downloads == ["1"]  # from the cache: nothing downloaded again
     client = client_of(restarted)
@@ -121,12 +130,9 @@ def test_a_worker_started_during_an_outage_serves_the_cached_version_and_says_so
     assert "predict_model_from_cache 1.0" in metrics and "predict_registry_up 0.0" in metrics
 
 
-@pytest.mark.usefixtures("served_once")
 def test_when_the_registry_answers_again_the_cached_version_is_confirmed(
-    source: FakeSource, cache_root: Path, clock: Clock, announced: list[Refusal], client_of
+    source: FakeSource, restarted: ModelHolder, client_of
 ) -> None:
-    source.unreachable = True
-    restarted = new_worker(source, cache_root, clock, announced)
     restarted.refresh()
     source.unreachable = False
     assert restarted.refresh() is False  # the alias still points at it: no swap, no load
@@ -136,12 +142,9 @@ def test_when_the_registry_answers_again_the_cached_version_is_confirmed(
     assert "degraded" not in body
 
 
-@pytest.mark.usefixtures("served_once")
 def test_when_the_registry_answers_again_a_moved_alias_is_followed(
-    source: FakeSource, cache_root: Path, clock: Clock, announced: list[Refusal]
+    source: FakeSource, restarted: ModelHolder
 ) -> None:
-    source.unreachable = True
-    restarted = new_worker(source, cache_root, clock, announced)
     restarted.refresh()
     source.unreachable = False
     source.alias_version = "2"
@@ -156,9 +159,7 @@ def test_when_the_registry_answers_again_a_moved_alias_is_followed(
 @pytest.mark.parametrize("failure", ["denied", "no alias"])
 def test_the_cache_stands_in_only_for_a_registry_that_does_not_answer(
     source: FakeSource,
-    cache_root: Path,
-    clock: Clock,
-    announced: list[Refusal],
+    new_worker: Callable[[], ModelHolder],
     client_of,
     failure: str,
 ) -> None:
@@ -167,7 +168,7 @@ def test_the_cache_stands_in_only_for_a_registry_that_does_not_answer(
         source.denied = True
     else:
         source.alias_version = None
-    restarted = new_worker(source, cache_root, clock, announced)
+    restarted = new_worker()
     assert restarted.refresh() is False
     assert restarted.current is None
     assert_error(client_of(restarted).get("/ready"), 503, "model")
@@ -187,8 +188,7 @@ def test_without_a_cached_version_an_outage_at_start_is_a_503_that_says_why(
 def test_a_corrupt_cache_is_refused_logged_and_not_retried(
     source: FakeSource,
     cache_root: Path,
-    clock: Clock,
-    announced: list[Refusal],
+    new_worker: Callable[[], ModelHolder],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     cache = ModelCache(cache_root, "fake")
@@ -197,7 +197,7 @@ def test_a_corrupt_cache_is_refused_logged_and_not_retried(
     weights = next((cache.entries).rglob("weights.bin"))
     weights.write_bytes(b"bit rot")
     source.unreachable = True
-    restarted = new_worker(source, cache_root, clock, announced)
+    restarted = new_worker()
     with caplog.at_level(logging.ERROR):
         assert restarted.refresh() is False
     assert restarted.current is None
@@ -309,14 +309,14 @@ def test_a_fixed_version_replaces_the_refused_one_at_once(
 
 
 def test_a_worker_starting_on_a_refused_alias_serves_the_last_good_cached_version(
-    source: FakeSource, cache_root: Path, clock: Clock, announced: list[Refusal]
+    source: FakeSource, new_worker: Callable[[], ModelHolder]
 ) -> None:
-    first = new_worker(source, cache_root, clock, announced)
+    first = new_worker()
     source.alias_version = "1"
     first.refresh()
     source.broken_versions.add("2")
     source.alias_version = "2"
-    restarted = new_worker(source, cache_root, clock, announced)
+    restarted = new_worker()
     assert restarted.refresh() is True
     assert restarted.current is not None
     assert (restarted.current.version, restarted.current.origin) == ("1", "cache")
