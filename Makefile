@@ -43,6 +43,12 @@ COMPOSE_FILES := -f docker-compose.yml $(if $(filter true,$(MINIO_CONSOLE)),-f d
 TRAIN_MONTH ?= 2023-01
 VAL_MONTH ?= 2023-02
 DEPLOYMENT ?= training/train-local
+# make monitor / monitor-backfill / monitor-live
+MONTH ?=
+FROM ?=
+TO ?=
+HOURS ?= 24
+STACK_PREFECT_API := PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api}
 
 .PHONY: help
 help: ## List the targets
@@ -82,6 +88,19 @@ train: setup ## Run a training deployment on the running stack and wait; says wh
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} \
 	  $(BIN)/python -m stack.trigger $(DEPLOYMENT) \
 	  --param train_month=$(TRAIN_MONTH) --param val_month=$(VAL_MONTH)
+
+.PHONY: monitor
+monitor: setup ## Monitor the champion on a labelled month on the running stack and wait (a degraded month starts a retraining): MONTH=YYYY-MM
+	@[[ "$(MONTH)" =~ ^[0-9]{4}-[0-9]{2}$$ ]] || { echo "usage: make monitor MONTH=YYYY-MM (e.g. MONTH=2023-03), got MONTH='$(MONTH)'" >&2; exit 2; }
+	$(STACK_PREFECT_API) $(BIN)/python -m stack.trigger monitoring/monitor-month --param month=$(MONTH)
+
+.PHONY: monitor-backfill
+monitor-backfill: setup ## Monitor each month from FROM to TO in order, each run waited for; stops at the first failure: FROM=YYYY-MM TO=YYYY-MM
+	$(STACK_PREFECT_API) $(BIN)/python -m stack.backfill --from '$(FROM)' --to '$(TO)'
+
+.PHONY: monitor-live
+monitor-live: setup ## Drift of the rides served in the last HOURS (prediction log) on the running stack, and wait: HOURS=24
+	$(STACK_PREFECT_API) $(BIN)/python -m stack.trigger monitoring-live/monitor-live --param window_hours=$(HOURS)
 
 .PHONY: train-local
 train-local: setup ## Train once without any server (in-process, local MLflow store)
@@ -176,6 +195,11 @@ bench-cli: setup ## Training command: in-process vs the flow on a throwaway Pref
 bench-serving: setup ## Serving benchmark: our service vs mlflow models serve (needs wrk)
 	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python bench/serving.py
+
+.PHONY: bench-serving-log
+bench-serving-log: setup ## Serving with the prediction log on vs off, same run, same load (needs wrk)
+	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk"; exit 1; }
+	$(BIN)/python bench/serving_log.py
 
 .PHONY: bench-soak
 bench-soak: setup ## Soak: 10 min steady /predict load, champion moved every 2 min; SOAK_ARGS (e.g. --predict-url, --tracking-uri)

@@ -35,6 +35,7 @@ from tests.servers import (  # noqa: E402
     VENV_BIN,
     free_port,
     http_ok,
+    ride_payloads,
     running_process,
     taxi_data_dir,
     wait_until,
@@ -168,6 +169,8 @@ def all_workers_ready(url: str) -> bool:
 def our_service(tmp: Path, env: dict[str, str], worker_class: str) -> Iterator[Server]:
     port = free_port()
     service_env = {
+        # The prediction log (on by default) goes to the bench's temp folder, not a real home.
+        "PREDICTION_LOG_DIR": str(tmp / "prediction-log"),
         **env,
         "PREDICT_HOST": "127.0.0.1",
         "PREDICT_PORT": str(port),
@@ -219,15 +222,7 @@ def batch_rides(month: str) -> list[dict[str, object]]:
     from bench.serving_model import clean_month
 
     trips = clean_month(taxi_data_dir(), month).head(BATCH_SIZE)
-    return [
-        {
-            "PULocationID": int(row.PULocationID),
-            "DOLocationID": int(row.DOLocationID),
-            "trip_distance": float(row.trip_distance),
-            "lpep_pickup_datetime": row.lpep_pickup_datetime.isoformat(),
-        }
-        for row in trips.itertuples()
-    ]
+    return ride_payloads(trips)
 
 
 def batch_p50_ms(url: str, rides: list[dict[str, object]], repeats: int) -> float:

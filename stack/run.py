@@ -25,7 +25,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from nyctaxi import names
+from nyctaxi import names, predictionlog
 from nyctaxi.credentials import credentials_path
 from stack.credentials import ensure_native_credentials
 from stack.settings import LocalStackSettings
@@ -66,6 +66,11 @@ def stack_environment(
         "MLFLOW_AUTH_CONFIG_DIR": str(state / "mlflow" / "auth-config"),
         # The prediction service reads the registered model as this account (Procfile).
         "MLFLOW_PREDICTOR_USERNAME": names.MLFLOW_PREDICTOR_USER,
+        # The prediction service writes its log here and the worker's monitoring flows read it:
+        # one folder for both (nyctaxi.predictionlog).
+        names.PREDICTION_LOG_DIR_VARIABLE: str(
+            predictionlog.log_dir(None, settings.nyctaxi_home.expanduser())
+        ),
         # The worker asks for runs this often (default 10 s): the first model is served sooner.
         "PREFECT_WORKER_QUERY_SECONDS": "5",
         # The bootstrap runs on the workers' machine here, so it can tell orphaned runs.

@@ -22,6 +22,10 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -392,3 +396,16 @@ def has_beaten(flow_run_id: object) -> bool:
 PULL_FROM_REPO = [
     {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}
 ]
+
+
+def ride_payloads(trips: pd.DataFrame) -> list[dict[str, object]]:
+    """TLC rows (the raw columns) as a client sends them to /predict."""
+    return [
+        {
+            "PULocationID": int(row.PULocationID),
+            "DOLocationID": int(row.DOLocationID),
+            "trip_distance": float(row.trip_distance),
+            "lpep_pickup_datetime": row.lpep_pickup_datetime.isoformat(),
+        }
+        for row in trips.itertuples()
+    ]

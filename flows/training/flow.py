@@ -150,12 +150,15 @@ def training_flow(
     model_name: str | None = None,
     hyperparams: TrainingParams | None = None,
     as_of: date | None = None,
+    retrain_reason: str | None = None,
 ) -> TrainingResult:
     """Train on one month, validate on a later one, register, and promote only a better model.
 
     Months left empty (a scheduled run) default to the newest month published by `as_of` (the
     day the run was scheduled for, when not given) for validation and the month before it for
     training; one month given, the other is its neighbour. Validation must come after training.
+    `retrain_reason` (set by the retraining automation: why the champion was found degraded)
+    is tagged on the MLflow run and the registered version.
     """
     today = as_of or run_date(flow_run.get_scheduled_start_time())
     train_month, val_month = resolve_months(train_month, val_month, today)
@@ -167,4 +170,9 @@ def training_flow(
         train_month, val_month, settings.model_name, hyperparams or TrainingParams()
     )
     tracking.configure(settings)
-    return pipeline.run_training(request, _flow_steps(settings, data_source))
+    result = pipeline.run_training(request, _flow_steps(settings, data_source))
+    if retrain_reason:
+        tracking.tag_retrain_reason(
+            result.model_name, result.model_version, result.run_id, retrain_reason
+        )
+    return result

@@ -7,11 +7,13 @@ marked Crashed (Prefect's "detect zombie flows" recipe). Its process is gone: a 
 machine killed hard leaves nobody to report the end of the run. `crash_silent_runs` applies the
 same rule once, at bootstrap, to runs the automation cannot see (silent since before it existed).
 
-Three notifications (when NOTIFY_WEBHOOK_URL is set), each calling the `Webhook` block with a
+Four notifications (when NOTIFY_WEBHOOK_URL is set), each calling the `Webhook` block with a
 JSON body:
 - a training flow run ends Failed or Crashed (crash detection's Crashed included);
 - the training flow promotes a new champion (it emits the `nyctaxi.model.promoted` event);
-- a prediction worker refuses a version (`nyctaxi.model.refused`: failed to load or warm up).
+- a prediction worker refuses a version (`nyctaxi.model.refused`: failed to load or warm up);
+- the monitoring flow finds the champion degraded (`nyctaxi.model.degraded`, with its figures).
+The retraining that answers a degraded model is no notification: see retraining.py.
 
 The specs are built by pure functions (unit-tested); `apply_automations` upserts them by name so
 the bootstrap can run any number of times without duplicating them.
@@ -48,7 +50,7 @@ from prefect.events.filters import (
 )
 from prefect.states import Crashed
 
-from nyctaxi.names import PROMOTED_EVENT, REFUSED_EVENT, TRAINING_FLOW, WORK_POOL
+from nyctaxi.names import DEGRADED_EVENT, PROMOTED_EVENT, REFUSED_EVENT, TRAINING_FLOW, WORK_POOL
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +58,10 @@ CRASH_SILENT_RUNS = "nyctaxi-crash-silent-runs"
 TRAINING_FAILED = "nyctaxi-training-failed"
 CHAMPION_PROMOTED = "nyctaxi-champion-promoted"
 MODEL_REFUSED = "nyctaxi-model-refused"
-# The notifications, removed when NOTIFY_WEBHOOK_URL is unset; crash detection stays.
-AUTOMATION_NAMES = (TRAINING_FAILED, CHAMPION_PROMOTED, MODEL_REFUSED)
+MODEL_DEGRADED = "nyctaxi-model-degraded"
+# The notifications, removed when NOTIFY_WEBHOOK_URL is unset; crash detection and the
+# retraining automation stay.
+AUTOMATION_NAMES = (TRAINING_FAILED, CHAMPION_PROMOTED, MODEL_REFUSED, MODEL_DEGRADED)
 FAILED_EVENTS = frozenset({"prefect.flow-run.Failed", "prefect.flow-run.Crashed"})
 HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
 # A heartbeat or the end of the run answers a heartbeat; anything else is silence.
@@ -98,6 +102,8 @@ def model_event_payload(kind: str) -> str:
 PROMOTED_PAYLOAD = model_event_payload("champion-promoted")
 # The event's payload holds version, run_id and reason (services/predict).
 REFUSED_PAYLOAD = model_event_payload("model-refused")
+# The event's payload holds version, month, the figures and the reason (flows/monitoring.py).
+DEGRADED_PAYLOAD = model_event_payload("model-degraded")
 
 
 def silence_message(heartbeat_seconds: int, missed_heartbeats: int) -> str:
@@ -171,34 +177,17 @@ def training_failed_automation(webhook_block_id: UUID) -> AutomationCore:
     )
 
 
-def champion_promoted_automation(webhook_block_id: UUID, model_resource_id: str) -> AutomationCore:
-    """Fires on every `nyctaxi.model.promoted` event of the model."""
+def model_event_automation(
+    name: str, event: str, description: str, webhook_block_id: UUID, payload: str, model: str
+) -> AutomationCore:
+    """Fires on every `event` about the model (resource id `model`)."""
     trigger = EventTrigger(
-        expect={PROMOTED_EVENT},
-        match={"prefect.resource.id": model_resource_id},
+        expect={event},
+        match={"prefect.resource.id": model},
         posture=Posture.Reactive,
         threshold=1,
     )
-    description = f"Notify the webhook when {model_resource_id} gets a new champion."
-    return webhook_automation(
-        CHAMPION_PROMOTED, description, trigger, webhook_block_id, PROMOTED_PAYLOAD
-    )
-
-
-def model_refused_automation(webhook_block_id: UUID, model_resource_id: str) -> AutomationCore:
-    """Fires on every `nyctaxi.model.refused` event of the model."""
-    trigger = EventTrigger(
-        expect={REFUSED_EVENT},
-        match={"prefect.resource.id": model_resource_id},
-        posture=Posture.Reactive,
-        threshold=1,
-    )
-    description = (
-        f"Notify the webhook when a prediction worker refuses a {model_resource_id} version."
-    )
-    return webhook_automation(
-        MODEL_REFUSED, description, trigger, webhook_block_id, REFUSED_PAYLOAD
-    )
+    return webhook_automation(name, description, trigger, webhook_block_id, payload)
 
 
 def notification_automations(
@@ -206,8 +195,30 @@ def notification_automations(
 ) -> list[AutomationCore]:
     return [
         training_failed_automation(webhook_block_id),
-        champion_promoted_automation(webhook_block_id, model_resource_id),
-        model_refused_automation(webhook_block_id, model_resource_id),
+        model_event_automation(
+            CHAMPION_PROMOTED,
+            PROMOTED_EVENT,
+            f"Notify the webhook when {model_resource_id} gets a new champion.",
+            webhook_block_id,
+            PROMOTED_PAYLOAD,
+            model_resource_id,
+        ),
+        model_event_automation(
+            MODEL_REFUSED,
+            REFUSED_EVENT,
+            f"Notify the webhook when a prediction worker refuses a {model_resource_id} version.",
+            webhook_block_id,
+            REFUSED_PAYLOAD,
+            model_resource_id,
+        ),
+        model_event_automation(
+            MODEL_DEGRADED,
+            DEGRADED_EVENT,
+            f"Notify the webhook when monitoring finds {model_resource_id} degraded.",
+            webhook_block_id,
+            DEGRADED_PAYLOAD,
+            model_resource_id,
+        ),
     ]
 
 
@@ -229,7 +240,8 @@ def apply_automations(client: SyncPrefectClient, automations: list[AutomationCor
 
 
 def remove_automations(client: SyncPrefectClient, names: tuple[str, ...] = AUTOMATION_NAMES) -> int:
-    """Delete our automations (notifications switched off); return how many were deleted."""
+    """Delete the named automations (by default the notifications, switched off); return how
+    many were deleted."""
     deleted = 0
     for name in names:
         for automation in client.read_automations_by_name(name):
@@ -237,7 +249,7 @@ def remove_automations(client: SyncPrefectClient, names: tuple[str, ...] = AUTOM
             client.delete_automation(automation.id)
             deleted += 1
     if deleted:
-        logger.info("notifications off: deleted %d automation(s)", deleted)
+        logger.info("deleted %d automation(s) named %s", deleted, ", ".join(names))
     return deleted
 
 

@@ -8,7 +8,9 @@ S3 endpoint, create the buckets and the AwsCredentials / S3Bucket blocks; create
 detection automation (runs whose heartbeats stop are marked Crashed) and create (or remove,
 when NOTIFY_WEBHOOK_URL is unset) the notification automations; wait (bounded) for MLflow; when
 MLflow runs with authentication (MLFLOW_ADMIN_PASSWORD set), ensure its trainer and predictor
-accounts, the experiment, the registered model and their grants; on the native stack, mark
+accounts, the experiment, the registered model and their grants; once the deployments are
+registered, create the automation that answers `nyctaxi.model.degraded` with a run of the
+training deployment (removed with RETRAIN_ON_DEGRADED=false); on the native stack, mark
 runs whose process died with the stack Crashed; in both stacks, mark Running runs that missed
 FLOW_RUN_MISSED_HEARTBEATS heartbeats Crashed; with an S3 endpoint, seed the raw-data bucket
 through the ingest flow; start the first training run unless a champion exists or a training
@@ -36,9 +38,17 @@ from datetime import date
 from pathlib import Path
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
-from services.bootstrap import automations, blocks, deployments, first_run, mlflow_accounts
+from services.bootstrap import (
+    automations,
+    blocks,
+    deployments,
+    first_run,
+    mlflow_accounts,
+    retraining,
+)
 from services.bootstrap.settings import BootstrapSettings
 from services.bootstrap.waiting import ServiceNotReady, http_probe, mlflow_health_url, wait_until
 
@@ -124,6 +134,7 @@ def bootstrap(settings: BootstrapSettings) -> None:
         mlflow_accounts.configure(settings)
         if finish_deploy is not None:
             finish_deploy()
+        configure_retraining(client, settings)  # needs the training deployment's id
         if not settings.bootstrap_train:
             logger.info("BOOTSTRAP_TRAIN=false: no first training run")
             return
@@ -188,6 +199,25 @@ def configure_notifications(client: SyncPrefectClient, settings: BootstrapSettin
     block_id = blocks.save_webhook_block(settings.notify_webhook_url.get_secret_value())
     specs = automations.notification_automations(block_id, settings.promoted_resource_id)
     automations.apply_automations(client, specs)
+
+
+def configure_retraining(client: SyncPrefectClient, settings: BootstrapSettings) -> None:
+    """The automation running the training deployment when the champion is degraded (with or
+    without a webhook: it closes the loop, it notifies nobody); removed when switched off or
+    when the deployment is not registered (it would point at nothing)."""
+    name = settings.first_run_deployment
+    if not settings.retrain_on_degraded:
+        logger.info("RETRAIN_ON_DEGRADED=false: a degraded model is reported, not retrained")
+        automations.remove_automations(client, (retraining.RETRAIN_ON_DEGRADED,))
+        return
+    try:
+        deployment = client.read_deployment_by_name(name)
+    except ObjectNotFound:
+        logger.warning("deployment %s is not registered: no retraining on a degraded model", name)
+        automations.remove_automations(client, (retraining.RETRAIN_ON_DEGRADED,))
+        return
+    spec = retraining.retrain_on_degraded_automation(deployment.id, settings.promoted_resource_id)
+    automations.apply_automations(client, [spec])
 
 
 def stay_up() -> None:

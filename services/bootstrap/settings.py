@@ -34,6 +34,11 @@ class BootstrapSettings(BaseSettings):
     taxi_data_dir: Path | None = None
 
     notify_webhook_url: SecretStr | None = None
+    # The automation answering `nyctaxi.model.degraded` (the monitoring flow's verdict) with a
+    # run of the training deployment; false removes it and monitoring only reports.
+    retrain_on_degraded: bool = Field(
+        True, description="retrain (run the training deployment) when the champion is degraded"
+    )
 
     # MLflow's basic-auth accounts (services/bootstrap/mlflow_accounts.py). Without an admin
     # password the server is taken to run without authentication and the step is skipped. The

@@ -28,6 +28,7 @@ from services.predict.metrics import ServiceMetrics
 from services.predict.mlflow_source import MlflowModelSource
 from services.predict.model_cache import ModelCache
 from services.predict.openapi import openapi_spec
+from services.predict.prediction_log import REQUEST_ID_HEADER, PredictionLog, open_log, request_id
 from services.predict.redact import install_log_redaction
 from services.predict.settings import PredictSettings
 from services.predict.validation import Problem, RequestError, parse_json_body, parse_rides
@@ -104,11 +105,12 @@ def create_app(settings: PredictSettings | None = None, holder: Holder | None = 
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
+    prediction_log = open_log(settings, metrics)
     _install_hooks(app, holder, metrics)
     _install_auth(app, settings)
     _install_error_handlers(app, settings)
-    _install_predict(app, settings, holder, metrics)
-    _install_info_routes(app, settings, holder, metrics, sample)
+    _install_predict(app, settings, holder, metrics, prediction_log)
+    _install_info_routes(app, settings, holder, metrics, sample, prediction_log)
     holder.ensure_started()
     # A worker takes requests once it had its chance to load a model (from the registry or
     # the cache): a worker respawned under load then answers 200s, not 503s.
@@ -157,6 +159,8 @@ def _install_hooks(app: Flask, holder: Holder, metrics: ServiceMetrics) -> None:
         if loaded is not None and "X-Model-Version" not in response.headers:
             response.headers["X-Model-Name"] = loaded.name
             response.headers["X-Model-Version"] = loaded.version
+        if "request_id" in g:  # /predict's, on its answers and its errors alike
+            response.headers[REQUEST_ID_HEADER] = g.request_id
         rule = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
         started = g.get("started", time.perf_counter())
         metrics.observe(rule, request.method, response.status_code, time.perf_counter() - started)
@@ -221,10 +225,15 @@ def _install_error_handlers(app: Flask, settings: PredictSettings) -> None:
 
 
 def _install_predict(
-    app: Flask, settings: PredictSettings, holder: Holder, metrics: ServiceMetrics
+    app: Flask,
+    settings: PredictSettings,
+    holder: Holder,
+    metrics: ServiceMetrics,
+    prediction_log: PredictionLog | None,
 ) -> None:
     @app.post("/predict")
     def predict() -> Response:
+        g.request_id = request_id(request.headers.get(REQUEST_ID_HEADER))
         if not _is_json(request.mimetype):
             got = request.mimetype or "none"
             detail = Problem("Content-Type", f"must be application/json, got {got}")
@@ -240,6 +249,8 @@ def _install_predict(
             rides.pu_location_id, rides.do_location_id, rides.trip_distance, rides.pickup
         )
         metrics.predictions.labels(loaded.version).inc(len(rides))
+        if prediction_log is not None:  # queued; a thread writes it (prediction_log.py)
+            prediction_log.record(g.request_id, rides, minutes, loaded)
         if rides.single:
             body: dict[str, Any] = {"duration": _round(minutes)[0], "model": loaded.identity()}
         else:
@@ -256,6 +267,7 @@ def _install_info_routes(
     holder: Holder,
     metrics: ServiceMetrics,
     sample: Callable[[], None],
+    prediction_log: PredictionLog | None,
 ) -> None:
     spec = openapi_spec(settings)
 
@@ -281,6 +293,8 @@ def _install_info_routes(
             "refused": holder.refused(),
             "worker_pid": os.getpid(),
             "last_problem": holder.public_problem,
+            # this worker's log: folder, rides queued, written, dropped (None: no log)
+            "prediction_log": prediction_log.state() if prediction_log is not None else None,
         }
         return _json_response(body)
 

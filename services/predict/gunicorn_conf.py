@@ -8,10 +8,13 @@ libraries read when they are imported (OpenMP, prometheus_client) are set here, 
 before any worker imports them.
 
 The service writes only to the temp dir (TMPDIR, else /tmp: the metrics folder below, each
-model while it loads), /dev/shm (worker heartbeats; the temp dir when there is no /dev/shm) and
-the model cache (PREDICT_MODEL_CACHE_DIR: the versions served, with their checksums; a volume in
-Docker), so it runs on a read-only root filesystem with a tmpfs on /tmp. Without a writable
-cache folder it still serves, but a worker started while MLflow is down has nothing to serve.
+model while it loads), /dev/shm (worker heartbeats; the temp dir when there is no /dev/shm), the
+model cache (PREDICT_MODEL_CACHE_DIR: the versions served, with their checksums; a volume in
+Docker) and the prediction log (PREDICTION_LOG_DIR; a volume in Docker), so it runs on a
+read-only root filesystem with a tmpfs on /tmp. Without a writable cache folder it still serves,
+but a worker started while MLflow is down has nothing to serve; without a writable log folder it
+serves and logs nothing. A worker that stops gracefully writes its queued log first
+(`worker_exit` below).
 
 A worker blocks in `create_app()` until it has tried to load a model (at most
 PREDICT_STARTUP_WAIT_SECONDS, kept below `timeout` so gunicorn never kills a starting worker):
@@ -23,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -87,6 +91,14 @@ def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
     os.makedirs(_metrics_dir, exist_ok=True)
     for name in os.listdir(_metrics_dir):
         os.remove(os.path.join(_metrics_dir, name))
+
+
+def worker_exit(server, worker) -> None:  # noqa: ANN001
+    # In the worker, whatever ended it (SIGTERM, SIGQUIT, a timeout): the rides still queued
+    # for the prediction log are written before the process goes. Not imported: nothing to do.
+    prediction_log = sys.modules.get("services.predict.prediction_log")
+    if prediction_log is not None:
+        prediction_log.close_all()
 
 
 def child_exit(server, worker) -> None:  # noqa: ANN001

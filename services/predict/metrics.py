@@ -105,6 +105,33 @@ class ServiceMetrics:
             multiprocess_mode="livemin",
         )
 
+        # The prediction log (prediction_log.py), summed over workers: every ride served is
+        # written, dropped (the queue was full) or failed (its write failed).
+        self.log_written_rides = Counter(
+            "predict_log_written_rides",
+            "Rides written to the prediction log",
+            registry=registry,
+        )
+        self.log_dropped_rides = Counter(
+            "predict_log_dropped_rides",
+            "Rides served but not logged: the prediction log's queue was full",
+            registry=registry,
+        )
+        self.log_failed_rides = Counter(
+            "predict_log_failed_rides",
+            "Rides served but not logged: writing their batch failed (disk full, folder gone)",
+            registry=registry,
+        )
+
+    def log_written(self, rides: int) -> None:
+        self.log_written_rides.inc(rides)
+
+    def log_dropped(self, rides: int) -> None:
+        self.log_dropped_rides.inc(rides)
+
+    def log_failed(self, rides: int) -> None:
+        self.log_failed_rides.inc(rides)
+
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count a request; `route` is a url rule of the app (or one catch-all value)."""
         labels = (route, method_label(method), str(status))

@@ -107,8 +107,39 @@ class PredictSettings(BaseSettings):
         default=100.0, gt=0, description="larger trip_distance values (miles) are rejected"
     )
 
+    log_enabled: bool = Field(
+        default=True, description="record every ride served in the prediction log"
+    )
+    prediction_log_dir: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(names.PREDICTION_LOG_DIR_VARIABLE, "prediction_log_dir"),
+        description="the prediction log's folder, shared with the monitoring flow; "
+        "unset: NYCTAXI_HOME/prediction-log",
+    )
+    log_flush_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="each worker writes its queued rides this often: a crash loses at most "
+        "about this much",
+    )
+    log_batch_rows: int = Field(
+        default=10_000, ge=1, description="a worker writes sooner once this many rides wait"
+    )
+    log_max_queued_rows: int = Field(
+        default=100_000,
+        ge=1,
+        description="rides a worker keeps waiting for the disk, at most; beyond, new rides are "
+        "served but not logged (counted in predict_log_dropped_rides_total)",
+    )
+
     @field_validator(
-        "api_token", "prefect_api_auth_string", "prefect_api_url", "model_cache_dir", mode="before"
+        "api_token",
+        "prefect_api_auth_string",
+        "prefect_api_url",
+        "model_cache_dir",
+        "prediction_log_dir",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -129,3 +160,10 @@ class PredictSettings(BaseSettings):
         if self.model_cache_dir is not None:
             return self.model_cache_dir
         return self.nyctaxi_home / "predict" / "model-cache"
+
+    def log_dir(self) -> Path:
+        """The prediction log's folder (a volume shared with the Prefect worker in Docker)."""
+        # Imported here: the gunicorn master reads these settings and needs no pyarrow.
+        from nyctaxi import predictionlog
+
+        return predictionlog.log_dir(self.prediction_log_dir, self.nyctaxi_home)

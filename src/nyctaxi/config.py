@@ -5,12 +5,14 @@ Nothing here runs at import time: call `PipelineSettings()` where the settings a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nyctaxi import names
+from nyctaxi.schedule import PUBLICATION_LAG_MONTHS
 
 
 def default_home() -> Path:
@@ -78,3 +80,51 @@ class PipelineSettings(BaseSettings):
         if self.tracking_uri().startswith(("http://", "https://", "databricks")):
             return None
         return (self.local_mlflow_dir / "artifacts").as_uri()
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a month counts as degraded (settings MONITOR_RMSE_INCREASE, MONITOR_DRIFT_SHARE)."""
+
+    rmse_increase: float = 0.10  # RMSE above the champion's own validation RMSE by this share
+    drift_share: float = 0.5  # share of the input columns that drifted
+
+
+class MonitoringSettings(PipelineSettings):
+    """The monitoring flows' thresholds and where they find the prediction log."""
+
+    monitor_rmse_increase: float = Field(
+        default=0.10,
+        gt=0,
+        description="Degraded when the RMSE on a month exceeds the champion's own validation "
+        "RMSE by more than this share.",
+    )
+    monitor_drift_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Degraded when more than this share of the input columns drifted.",
+    )
+    monitor_lag_months: int = Field(
+        default=PUBLICATION_LAG_MONTHS,
+        ge=0,
+        description="A scheduled run (no month given) monitors the month this many months "
+        "before the run's own: the newest labelled month TLC has published.",
+    )
+    monitor_experiment: str = names.MONITORING_EXPERIMENT
+    prediction_log_dir: Path | None = Field(
+        default=None,
+        description="The prediction service's log; unset: NYCTAXI_HOME/prediction-log.",
+    )
+    monitor_live_min_rides: int = Field(
+        default=100, ge=1, description="Fewer logged rides in a window: no drift verdict."
+    )
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.monitor_rmse_increase, self.monitor_drift_share)
+
+    def log_dir(self) -> Path:
+        """PREDICTION_LOG_DIR, else under NYCTAXI_HOME (as nyctaxi.predictionlog.log_dir)."""
+        if self.prediction_log_dir is not None:
+            return self.prediction_log_dir.expanduser()
+        return self.nyctaxi_home / names.PREDICTION_LOG_FOLDER

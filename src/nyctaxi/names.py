@@ -11,13 +11,19 @@ from __future__ import annotations
 WORK_POOL = "nyctaxi-process"
 TRAINING_FLOW = "training"
 INGEST_FLOW = "ingest"
+MONITORING_FLOW = "monitoring"
+MONITOR_LIVE_FLOW = "monitoring-live"
 TRAIN_LOCAL_DEPLOYMENT = "train-local"
 TRAIN_S3_DEPLOYMENT = "train-s3"
 INGEST_DEPLOYMENT = "ingest"
+MONITOR_MONTH_DEPLOYMENT = "monitor-month"
+MONITOR_LIVE_DEPLOYMENT = "monitor-live"
 DEPLOYMENTS = {
     TRAIN_LOCAL_DEPLOYMENT: TRAINING_FLOW,
     TRAIN_S3_DEPLOYMENT: TRAINING_FLOW,
     INGEST_DEPLOYMENT: INGEST_FLOW,
+    MONITOR_MONTH_DEPLOYMENT: MONITORING_FLOW,
+    MONITOR_LIVE_DEPLOYMENT: MONITOR_LIVE_FLOW,
 }
 # Deployments with this tag read the raw-data bucket: a stack without S3 does not register them.
 S3_TAG = "s3"
@@ -28,6 +34,10 @@ PROMOTED_EVENT = "nyctaxi.model.promoted"
 # A prediction worker refused a version (it failed to load or to warm up) and kept serving its
 # current one; the payload says which version and why.
 REFUSED_EVENT = "nyctaxi.model.refused"
+# The monitoring flow found the champion degraded on a month (its RMSE, or the drift of its
+# inputs, beyond the thresholds); the payload carries the figures and the months a retraining
+# should use (train_month, val_month). The bootstrap's automation answers it with a training run.
+DEGRADED_EVENT = "nyctaxi.model.degraded"
 # Prefect global concurrency limit (1 slot) held while a training run scores the champion,
 # registers its version and moves the alias: one promotion at a time, across all workers.
 PROMOTION_LIMIT = "nyctaxi-promotion"
@@ -35,6 +45,7 @@ PROMOTION_LIMIT = "nyctaxi-promotion"
 # MLflow
 MODEL_NAME = "nyc-taxi-duration"
 EXPERIMENT = "nyc-taxi-duration"
+MONITORING_EXPERIMENT = "nyc-taxi-monitoring"
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
 # Accounts of MLflow's basic-auth app (the admin's name comes from MLFLOW_ADMIN_USERNAME): the
@@ -47,6 +58,13 @@ MLFLOW_PREDICTOR_USER = "predictor"
 # S3 buckets (defaults; RAW_BUCKET / MLFLOW_ARTIFACTS_BUCKET override them)
 RAW_BUCKET = "nyctaxi-raw"
 MLFLOW_ARTIFACTS_BUCKET = "mlflow-artifacts"
+
+# The prediction log: every served ride, as Parquet files partitioned by day, written by the
+# prediction service and read by the monitoring flow (nyctaxi.predictionlog). This variable
+# names its folder in both (a volume shared by the two containers in Docker); unset, it is
+# NYCTAXI_HOME/prediction-log.
+PREDICTION_LOG_DIR_VARIABLE = "PREDICTION_LOG_DIR"
+PREDICTION_LOG_FOLDER = "prediction-log"
 
 # Native stack (`make run`): generated once under NYCTAXI_HOME, mode 0600, `KEY=value` lines that
 # every make target and CLI of ours reads when the variables are not already set.

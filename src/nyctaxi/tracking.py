@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 # Params, tags and metrics are named train_* / val_*, matching the flow's parameters.
 ROLE_PREFIX = {"train": "train", "validation": "val"}
 INPUT_COLUMNS = ["PULocationID", "DOLocationID", "trip_distance", "lpep_pickup_datetime"]
+RETRAIN_REASON_TAG = "retrain_reason"
 # MLflow's codes for a server that failed or is overloaded (its client reports a refused or
 # dropped connection as INTERNAL_ERROR too); every other code answers the request itself.
 TRANSIENT_MLFLOW_CODES = frozenset(
@@ -127,6 +128,13 @@ def promote(
         train_month=train_month,
         val_month=val_month,
     )
+
+
+def tag_retrain_reason(model_name: str, version: str, run_id: str, reason: str) -> None:
+    """Record why this version was trained (the monitoring verdict that asked for it)."""
+    client = MlflowClient()
+    client.set_model_version_tag(model_name, version, RETRAIN_REASON_TAG, reason)
+    client.set_tag(run_id, RETRAIN_REASON_TAG, reason)
 
 
 def run_url(settings: PipelineSettings, run_id: str) -> str | None:

@@ -69,7 +69,11 @@ def test_make_train_rolls_the_months_forward_and_says_why_a_run_fails(
 
         # Only what this stack can run is registered: no bucket, no train-s3, no ingest.
         with get_client(sync_client=True) as client:
-            assert registered_names(client) == {"training/train-local"}
+            assert registered_names(client) == {
+                "training/train-local",
+                "monitoring/monitor-month",
+                "monitoring-live/monitor-live",
+            }
 
         registry = MlflowClient(tracking_uri=mlflow_url, registry_uri=mlflow_url)
         for version, (train, val) in enumerate([("2023-02", "2023-03"), ("2023-03", "2023-04")], 2):

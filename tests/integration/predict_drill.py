@@ -177,6 +177,7 @@ def predict_service(
         "NO_PROXY": "127.0.0.1,localhost",
         # Empty is unset for gunicorn_conf.py: the service makes (and cleans) its own folder.
         "PROMETHEUS_MULTIPROC_DIR": "",
+        "PREDICTION_LOG_DIR": str(log_file.parent / "prediction-log"),
         **settings,
     }
     args = [

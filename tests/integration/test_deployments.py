@@ -38,14 +38,24 @@ def test_deploy_all_registers_the_deployments_on_the_process_pool(prefect_api: s
         deployments = {
             f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()
         }
-    assert {"training/train-local", "training/train-s3", "ingest/ingest"} <= set(deployments)
+    assert {
+        "training/train-local",
+        "training/train-s3",
+        "ingest/ingest",
+        "monitoring/monitor-month",
+        "monitoring-live/monitor-live",
+    } <= set(deployments)
     local = deployments["training/train-local"]
     assert local.work_pool_name == "nyctaxi-process"
     assert local.parameters["data_source"] == "local"
     assert local.pull_steps == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}
     ]
-    [schedule] = local.schedules
-    assert schedule.schedule.cron == "0 6 5 * *"
-    assert schedule.active is False
-    assert schedule.parameters == {"train_month": None, "val_month": None}
+    # Monitoring keeps the model fresh: no blind monthly retraining.
+    assert local.schedules == [] and deployments["training/train-s3"].schedules == []
+    [monthly] = deployments["monitoring/monitor-month"].schedules
+    assert monthly.schedule.cron == "0 6 5 * *"
+    assert monthly.active is True
+    assert monthly.parameters == {"month": None}
+    [daily] = deployments["monitoring-live/monitor-live"].schedules
+    assert daily.schedule.cron == "0 7 * * *" and daily.active is True

@@ -83,6 +83,7 @@ def guarded_service(root: Path, tracking_url: str, workers: int = 2) -> Iterator
         "PREDICT_RETRY_INTERVAL_SECONDS": "1",
         "HOME": str(home),
         "TMPDIR": str(tmp),
+        "PREDICTION_LOG_DIR": str(root / "prediction-log"),
         # Besides the temp dir, it writes only to its model cache (a volume in Docker).
         "PREDICT_MODEL_CACHE_DIR": str(cache),
         "PYTHONPATH": str(REPO_ROOT),

@@ -9,6 +9,7 @@ trained by the library's own code on a real TLC month.
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -39,6 +40,8 @@ class Service:
     model_name: str
     tracking_uri: str
     log_file: Path
+    prediction_log: Path | None = None  # PREDICTION_LOG_DIR
+    process: subprocess.Popen[bytes] | None = None  # the gunicorn master
 
     def get(self, path: str) -> requests.Response:
         return requests.get(self.url + path, timeout=10)
@@ -55,8 +58,12 @@ class Service:
 
 
 @contextlib.contextmanager
-def predict_service(tmp: Path, tracking_uri: str, model_name: str) -> Iterator[Service]:
+def predict_service(
+    tmp: Path, tracking_uri: str, model_name: str, **settings: str
+) -> Iterator[Service]:
+    """gunicorn with 2 workers on a free port; `settings` add to (or replace) its environment."""
     port = free_port()
+    prediction_log = Path(settings.get("PREDICTION_LOG_DIR", tmp / "prediction-log"))
     env = {
         "MLFLOW_TRACKING_URI": tracking_uri,
         "MODEL_NAME": model_name,
@@ -67,7 +74,10 @@ def predict_service(tmp: Path, tracking_uri: str, model_name: str) -> Iterator[S
         "PREDICT_RELOAD_INTERVAL_SECONDS": "1",
         "PREDICT_RETRY_INTERVAL_SECONDS": "1",
         "PREDICT_MODEL_CACHE_DIR": str(tmp / "model-cache"),
+        # The test's own folder, never the NYCTAXI_HOME of whoever runs the tests.
+        "PREDICTION_LOG_DIR": str(prediction_log),
         "NO_PROXY": "127.0.0.1,localhost",
+        **settings,
     }
     args = [
         str(VENV_BIN / "gunicorn"),
@@ -76,12 +86,12 @@ def predict_service(tmp: Path, tracking_uri: str, model_name: str) -> Iterator[S
         "services.predict.app:create_app()",
     ]
     log_file = tmp / "predict.log"
-    with running_process(args, log_file=log_file, env=env):
+    with running_process(args, log_file=log_file, env=env) as process:
         url = f"http://127.0.0.1:{port}"
         wait_until(
             lambda: http_ok(f"{url}/health"), timeout=120, what="predict service", log_file=log_file
         )
-        yield Service(url, model_name, tracking_uri, log_file)
+        yield Service(url, model_name, tracking_uri, log_file, prediction_log, process)
 
 
 @pytest.fixture(scope="module")

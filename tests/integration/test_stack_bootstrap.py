@@ -9,7 +9,7 @@ import logging
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
@@ -19,14 +19,18 @@ import pytest
 from prefect import flow
 from prefect.blocks.webhook import Webhook
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.events import emit_event
 from prefect.states import Completed, Running
+from prefect.utilities.callables import parameter_schema
 from prefect_aws import AwsCredentials, S3Bucket
 
+from nyctaxi.names import DEGRADED_EVENT, MODEL_NAME, model_resource_id
 from services.bootstrap import deployments, first_run
 from services.bootstrap.automations import AUTOMATION_NAMES, CRASH_SILENT_RUNS, crash_silent_runs
 from services.bootstrap.bootstrap import bootstrap
+from services.bootstrap.retraining import RETRAIN_ON_DEGRADED
 from services.bootstrap.settings import BootstrapSettings
 from tests.servers import S3Endpoint, has_beaten, wait_until
 from tests.webhooks import WebhookReceiver, webhook_receiver
@@ -256,3 +260,112 @@ def test_running_runs_that_stopped_beating_are_crashed_and_beating_ones_left_alo
             assert client.read_flow_run(beating.id).state.type == StateType.RUNNING
         finally:
             client.set_flow_run_state(beating.id, Completed(), force=True)
+
+
+def _training_stand_in(client: SyncPrefectClient, name: str) -> UUID:
+    """A training deployment like train-s3, registered without `prefect deploy` (slow): the real
+    training flow's parameter schema (enforced) and train-s3's defaults. No worker runs it."""
+    from flows.training.flow import training_flow  # heavy import: only this test needs it
+
+    schema = parameter_schema(training_flow).model_dump_for_openapi()
+    # The worker calls the flow with the automation's parameters: it must take each one.
+    assert {"train_month", "val_month", "retrain_reason"} <= set(schema["properties"])
+    deployments.ensure_work_pool(client)
+    return client.create_deployment(
+        client.create_flow_from_name("training"),
+        name,
+        work_pool_name="nyctaxi-process",
+        entrypoint="flows/training/flow.py:training_flow",
+        parameters={"train_month": "2023-01", "val_month": "2023-02", "data_source": "s3"},
+        parameter_openapi_schema=schema,
+        enforce_parameter_schema=True,
+    )
+
+
+def test_a_degraded_model_event_starts_a_training_run_on_the_month_before_and_the_month(
+    prefect_api: str,
+    s3_endpoint: S3Endpoint,
+    tmp_path: Path,
+    measurement: Callable[[str], None],
+) -> None:
+    settings = stack_settings(prefect_api, s3_endpoint, tmp_path, None).model_copy(
+        update={"bootstrap_deployment": "training/retrain-test"}  # no webhook: it is no notice
+    )
+    emitted: dict[str, datetime] = {}  # reason -> when the event was sent
+
+    def degraded(model: str, reason: str) -> None:
+        emitted[reason] = datetime.now(UTC)
+        emit_event(
+            event=DEGRADED_EVENT,
+            resource={"prefect.resource.id": model_resource_id(model)},
+            payload={
+                "model": model,
+                "version": "3",
+                "month": "2021-02",
+                "train_month": "2021-01",
+                "val_month": "2021-02",
+                "reason": reason,
+                "rmse": 7.91,
+                "val_rmse": 5.2,
+                "rmse_ratio": 1.52,
+                "drift_share": 0.6,
+            },
+        )
+
+    with get_client(sync_client=True) as client:
+        deployment_id = _training_stand_in(client, "retrain-test")
+
+        def runs() -> list[FlowRun]:
+            only_ours = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+            return client.read_flow_runs(deployment_filter=only_ours)
+
+        def reasons() -> set[str]:
+            return {run.parameters.get("retrain_reason") for run in runs()}
+
+        def retrained() -> bool:
+            # Sent again until answered, each time with its own reason: an event that reaches
+            # the server before it has loaded the new automation is (rightly) never matched.
+            degraded(MODEL_NAME, f"rmse 7.91 > 1.10 x val_rmse 5.20 (event {len(emitted) + 1})")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if runs():
+                    return True
+                time.sleep(0.25)
+            return False
+
+        try:
+            bootstrap(settings)
+            bootstrap(settings)  # idempotent: one automation
+            [automation] = client.read_automations_by_name(RETRAIN_ON_DEGRADED)
+            assert automation.enabled
+
+            wait_until(retrained, timeout=90, what="the retraining run", interval=0)
+            first = min(runs(), key=lambda run: run.created)
+            reason = first.parameters["retrain_reason"]
+            assert first.parameters == {
+                "train_month": "2021-01",
+                "val_month": "2021-02",
+                "retrain_reason": reason,
+                "data_source": "s3",  # the deployment's default, untouched
+            }
+            assert reason in emitted
+            assert first.state is not None and first.state.type == StateType.SCHEDULED
+            measurement(
+                f"retraining automation: {(first.created - emitted[reason]).total_seconds():.2f}"
+                f" s from the degraded event to the training run ({len(emitted)} event(s) sent)"
+            )
+
+            # Another model's event, then ours as a marker: once the marker's run exists, the
+            # server has dealt with the other event too (sent first, on the same connection).
+            degraded("another-model", "another model")
+            degraded(MODEL_NAME, "marker")
+            wait_until(lambda: "marker" in reasons(), timeout=60, what="the marker's run")
+            assert "another model" not in reasons()
+            assert reasons() <= set(emitted)
+
+            bootstrap(settings.model_copy(update={"retrain_on_degraded": False}))
+            assert client.read_automations_by_name(RETRAIN_ON_DEGRADED) == []
+        finally:
+            for run in runs():
+                client.delete_flow_run(run.id)
+            client.delete_deployment(deployment_id)

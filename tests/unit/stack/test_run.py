@@ -29,6 +29,7 @@ def test_embedded_defaults_live_under_nyctaxi_home_never_the_cwd(tmp_path: Path)
     assert "PREFECT_API_DATABASE_CONNECTION_URL" not in env  # Prefect's SQLite in PREFECT_HOME
     assert "MLFLOW_S3_ENDPOINT_URL" not in env
     assert env["NYCTAXI_APP_DIR"] == str(APP)
+    assert env["PREDICTION_LOG_DIR"] == f"{tmp_path}/prediction-log"
 
 
 def test_clients_get_the_api_urls_of_the_configured_ports(tmp_path: Path) -> None:

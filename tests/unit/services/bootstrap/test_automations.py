@@ -19,7 +19,9 @@ from services.bootstrap.automations import (
     AUTOMATION_NAMES,
     CHAMPION_PROMOTED,
     CRASH_SILENT_RUNS,
+    DEGRADED_PAYLOAD,
     FAILED_PAYLOAD,
+    MODEL_DEGRADED,
     MODEL_REFUSED,
     PROMOTED_PAYLOAD,
     REFUSED_PAYLOAD,
@@ -42,7 +44,12 @@ def render(template: str, event: ReceivedEvent) -> dict:
 def test_one_automation_per_notification_calling_the_webhook_block() -> None:
     block_id = uuid4()
     automations = notification_automations(block_id, MODEL)
-    assert [a.name for a in automations] == [TRAINING_FAILED, CHAMPION_PROMOTED, MODEL_REFUSED]
+    assert [a.name for a in automations] == [
+        TRAINING_FAILED,
+        CHAMPION_PROMOTED,
+        MODEL_REFUSED,
+        MODEL_DEGRADED,
+    ]
     assert CRASH_SILENT_RUNS not in AUTOMATION_NAMES  # no webhook: notifications go, not this
     for automation in automations:
         [action] = automation.actions
@@ -64,7 +71,7 @@ def test_failed_automation_listens_to_failed_and_crashed_training_runs_only() ->
 
 
 def test_promoted_automation_listens_to_the_models_promotion_event() -> None:
-    _, promoted, _ = notification_automations(uuid4(), "nyctaxi.model.other-model")
+    _, promoted, _, _ = notification_automations(uuid4(), "nyctaxi.model.other-model")
     assert promoted.trigger.expect == {"nyctaxi.model.promoted"}
     assert promoted.trigger.match.model_dump() == {
         "prefect.resource.id": "nyctaxi.model.other-model"
@@ -109,7 +116,7 @@ def test_promoted_payload_carries_the_event_payload() -> None:
 
 
 def test_refused_automation_listens_to_the_models_refusal_event() -> None:
-    *_, refused = notification_automations(uuid4(), "nyctaxi.model.other-model")
+    _, _, refused, _ = notification_automations(uuid4(), "nyctaxi.model.other-model")
     assert refused.trigger.expect == {"nyctaxi.model.refused"}
     assert refused.trigger.match.model_dump() == {
         "prefect.resource.id": "nyctaxi.model.other-model"
@@ -130,6 +137,42 @@ def test_refused_payload_says_which_version_and_why() -> None:
     assert body["kind"] == "model-refused"
     assert body["model"] == MODEL
     assert body["payload"] == {"version": "9", "run_id": "abc123", "reason": reason}
+
+
+def test_degraded_automation_listens_to_the_models_degraded_event() -> None:
+    *_, degraded = notification_automations(uuid4(), "nyctaxi.model.other-model")
+    assert degraded.name == MODEL_DEGRADED
+    assert degraded.trigger.expect == {"nyctaxi.model.degraded"}
+    assert degraded.trigger.match.model_dump() == {
+        "prefect.resource.id": "nyctaxi.model.other-model"
+    }
+    assert degraded.trigger.posture == Posture.Reactive
+
+
+def test_degraded_payload_passes_the_figures_on() -> None:
+    payload = {
+        "model": "nyc-taxi-duration",
+        "version": "3",
+        "month": "2021-02",
+        "train_month": "2021-01",
+        "val_month": "2021-02",
+        "reason": 'rmse 7.9 > 1.1 x val_rmse 5.2 "drift" <0.6>',
+        "rmse": 7.9,
+        "val_rmse": 5.2,
+        "rmse_ratio": 1.52,
+        "drift_share": 0.6,
+    }
+    event = ReceivedEvent(
+        occurred=datetime.now(UTC),
+        event="nyctaxi.model.degraded",
+        resource={"prefect.resource.id": MODEL},
+        payload=payload,
+        id=uuid4(),
+    )
+    body = render(DEGRADED_PAYLOAD, event)
+    assert body["kind"] == "model-degraded"
+    assert body["model"] == MODEL
+    assert body["payload"] == payload
 
 
 def test_crash_detection_expects_a_beat_or_an_end_within_the_missed_beats() -> None:
