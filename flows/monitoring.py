@@ -98,7 +98,7 @@ def assess_labelled_month(
     thresholds: Thresholds,
 ) -> Assessment:
     predict = _predictor(champion)
-    reference = reference_frame(champion, reference_trips, predict)
+    reference = reference_frame(reference_trips, predict)
     assessment = assess_month(month, champion, reference, trips, predict, thresholds)
     get_run_logger().info("%s: %s %s", month, assessment.verdict.summary, assessment.figures())
     return assessment
@@ -112,7 +112,7 @@ def assess_logged_rides(
     rides: pd.DataFrame,
     thresholds: Thresholds,
 ) -> Assessment:
-    reference = reference_frame(champion, reference_trips, _predictor(champion))
+    reference = reference_frame(reference_trips, _predictor(champion))
     return assess_traffic(subject, champion, reference, rides, thresholds)
 
 
@@ -124,7 +124,7 @@ def log_to_mlflow(
 ) -> tuple[str, str | None]:
     """The run id and its link in the MLflow UI."""
     run_id = monitortracking.log_monitoring_run(settings, record, save_report(assessment))
-    return run_id, monitortracking.monitoring_run_url(settings, run_id)
+    return run_id, tracking.run_url(settings, run_id)
 
 
 @task(cache_policy=NO_CACHE)
@@ -145,17 +145,18 @@ def publish(
         )
 
 
-def announce_degraded(assessment: Assessment) -> str:
-    """The event the retraining automation answers."""
+def announce_degraded(assessment: Assessment) -> dict[str, Any]:
+    """The event the retraining automation answers; returns its payload."""
+    payload = degraded_payload(assessment)
     emit_event(
         event=names.DEGRADED_EVENT,
         resource={
             "prefect.resource.id": names.model_resource_id(assessment.champion.name),
             "prefect.resource.name": assessment.champion.name,
         },
-        payload=degraded_payload(assessment),
+        payload=payload,
     )
-    return names.DEGRADED_EVENT
+    return payload
 
 
 def _settings(model_name: str | None) -> MonitoringSettings:
@@ -203,8 +204,7 @@ def monitoring_flow(
     run_id, run_url = log_to_mlflow(settings, month_record(assessment), assessment)
     event, retraining = None, None
     if assessment.verdict.degraded:
-        event = announce_degraded(assessment)
-        payload = degraded_payload(assessment)
+        payload, event = announce_degraded(assessment), names.DEGRADED_EVENT
         retraining = (
             f"Emitted `{event}`: the retraining automation trains on {payload['train_month']} "
             f"and validates on {payload['val_month']}; the promotion gate decides."

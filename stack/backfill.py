@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from nyctaxi.months import parse_month
 from nyctaxi.names import MONITOR_MONTH_DEPLOYMENT, MONITORING_FLOW
-from stack.trigger import Outcome, TriggerError, trigger
+from stack.trigger import Outcome, TriggerError, run_cli, trigger
 
 DEPLOYMENT = f"{MONITORING_FLOW}/{MONITOR_MONTH_DEPLOYMENT}"
 Say = Callable[[str], None]
@@ -68,16 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--to", dest="last", required=True, metavar="YYYY-MM")
     args = parser.parse_args(argv)
 
-    def say(line: str) -> None:
-        print(line, flush=True)  # noqa: T201 - the CLI's own output
-
-    try:
-        result = backfill(month_range(args.first, args.last), say, trigger)
-    except (BackfillError, TriggerError) as error:
-        print(f"error: {error}", file=sys.stderr)  # noqa: T201
-        return 2
-    print(result.line, file=sys.stdout if result.exit_code == 0 else sys.stderr)  # noqa: T201
-    return result.exit_code
+    return run_cli(
+        lambda say: backfill(month_range(args.first, args.last), say, trigger),
+        (BackfillError, TriggerError),
+    )
 
 
 if __name__ == "__main__":

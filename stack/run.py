@@ -25,7 +25,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from nyctaxi import names, predictionlog
+from nyctaxi import names
 from nyctaxi.credentials import credentials_path
 from stack.credentials import ensure_native_credentials
 from stack.settings import LocalStackSettings
@@ -69,7 +69,7 @@ def stack_environment(
         # The prediction service writes its log here and the worker's monitoring flows read it:
         # one folder for both (nyctaxi.predictionlog).
         names.PREDICTION_LOG_DIR_VARIABLE: str(
-            predictionlog.log_dir(None, settings.nyctaxi_home.expanduser())
+            settings.nyctaxi_home.expanduser() / names.PREDICTION_LOG_FOLDER
         ),
         # The worker asks for runs this often (default 10 s): the first model is served sooner.
         "PREFECT_WORKER_QUERY_SECONDS": "5",

@@ -142,12 +142,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    def say(line: str) -> None:
-        print(line, flush=True)  # noqa: T201 - the CLI's own output
+    return run_cli(lambda say: trigger(args.deployment, parse_parameters(args.param), say))
 
+
+def say_line(line: str) -> None:
+    print(line, flush=True)  # noqa: T201 - the CLI's own output
+
+
+def run_cli(
+    work: Callable[[Callable[[str], None]], Outcome],
+    refused: tuple[type[Exception], ...] = (TriggerError,),
+) -> int:
+    """Run `work` with a printer; exit 2 on a refused request, else the outcome's code, its
+    last line on stdout (success) or stderr."""
     try:
-        result = trigger(args.deployment, parse_parameters(args.param), say)
-    except TriggerError as error:
+        result = work(say_line)
+    except refused as error:
         print(f"error: {error}", file=sys.stderr)  # noqa: T201
         return 2
     print(result.line, file=sys.stdout if result.exit_code == 0 else sys.stderr)  # noqa: T201

@@ -72,7 +72,7 @@ class Assessment:
         return {key: round(value, 6) for key, value in values.items() if value is not None}
 
 
-def reference_frame(champion: ChampionFacts, trips: pd.DataFrame, predict: Predict) -> pd.DataFrame:
+def reference_frame(trips: pd.DataFrame, predict: Predict) -> pd.DataFrame:
     """The champion's training month, scored by the champion: what "no drift" looks like."""
     return monitoring_frame(trips, predict(trips), target(trips))
 

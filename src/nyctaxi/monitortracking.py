@@ -102,12 +102,3 @@ def log_monitoring_run(settings: MonitoringSettings, record: MonitoringRecord, h
         replaced,
     )
     return run.info.run_id
-
-
-def monitoring_run_url(settings: MonitoringSettings, run_id: str) -> str | None:
-    """Link to the run in the MLflow UI (None for a local store without a UI)."""
-    base = settings.mlflow_public_url or settings.mlflow_tracking_uri
-    if not base or not base.startswith(("http://", "https://")):
-        return None
-    experiment_id = MlflowClient().get_run(run_id).info.experiment_id
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
