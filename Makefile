@@ -42,6 +42,16 @@ COMPOSE_FILES := -f docker-compose.yml $(if $(filter true,$(MINIO_CONSOLE)),-f d
 
 TRAIN_MONTH ?= 2023-01
 VAL_MONTH ?= 2023-02
+# A training window instead of TRAIN_MONTH: TRAIN_FROM=2022-01 TRAIN_TO=2022-03 (both included).
+TRAIN_FROM ?=
+TRAIN_TO ?=
+ifneq ($(TRAIN_FROM)$(TRAIN_TO),)
+TRAIN_PARAMS := --param train_from=$(or $(TRAIN_FROM),$(TRAIN_TO)) --param train_to=$(or $(TRAIN_TO),$(TRAIN_FROM))
+TRAIN_ARGS := --train-from $(or $(TRAIN_FROM),$(TRAIN_TO)) --train-to $(or $(TRAIN_TO),$(TRAIN_FROM))
+else
+TRAIN_PARAMS := --param train_month=$(TRAIN_MONTH)
+TRAIN_ARGS := --train-month $(TRAIN_MONTH)
+endif
 DEPLOYMENT ?= training/train-local
 # make monitor / monitor-backfill / monitor-live
 MONTH ?=
@@ -84,10 +94,10 @@ run: setup ## Run the whole stack as local processes (SQLite, local files); Ctrl
 	$(BIN)/python -m stack.run
 
 .PHONY: train
-train: setup ## Run a training deployment on the running stack and wait; says why if it fails: TRAIN_MONTH, VAL_MONTH
+train: setup ## Run a training deployment on the running stack and wait; says why if it fails: TRAIN_MONTH or TRAIN_FROM/TRAIN_TO, VAL_MONTH
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} \
 	  $(BIN)/python -m stack.trigger $(DEPLOYMENT) \
-	  --param train_month=$(TRAIN_MONTH) --param val_month=$(VAL_MONTH)
+	  $(TRAIN_PARAMS) --param val_month=$(VAL_MONTH)
 
 .PHONY: monitor
 monitor: setup ## Monitor the champion on a labelled month on the running stack and wait (a degraded month starts a retraining): MONTH=YYYY-MM
@@ -102,9 +112,18 @@ monitor-backfill: setup ## Monitor each month from FROM to TO in order, each run
 monitor-live: setup ## Drift of the rides served in the last HOURS (prediction log) on the running stack, and wait: HOURS=24
 	$(STACK_PREFECT_API) $(BIN)/python -m stack.trigger monitoring-live/monitor-live --param window_hours=$(HOURS)
 
+.PHONY: batch
+batch: setup ## Score a month with the champion on the running stack and wait (batch/score-month): MONTH=YYYY-MM
+	@[[ "$(MONTH)" =~ ^[0-9]{4}-[0-9]{2}$$ ]] || { echo "usage: make batch MONTH=YYYY-MM (e.g. MONTH=2023-03), got MONTH='$(MONTH)'" >&2; exit 2; }
+	$(STACK_PREFECT_API) $(BIN)/python -m stack.trigger batch/score-month --param month=$(MONTH)
+
+.PHONY: batch-local
+batch-local: setup ## Score a month without any server (local MLflow store; on DASK_SCHEDULER_ADDRESS if set): MONTH=YYYY-MM
+	$(BIN)/python -m flows.batch --month $(MONTH)
+
 .PHONY: train-local
-train-local: setup ## Train once without any server (in-process, local MLflow store)
-	$(BIN)/python -m flows.training --train-month $(TRAIN_MONTH) --val-month $(VAL_MONTH)
+train-local: setup ## Train once without any server (local MLflow store; on DASK_SCHEDULER_ADDRESS if set): TRAIN_MONTH or TRAIN_FROM/TRAIN_TO, VAL_MONTH
+	$(BIN)/python -m flows.training $(TRAIN_ARGS) --val-month $(VAL_MONTH)
 
 .PHONY: serve
 serve: setup ## Only the prediction service on 127.0.0.1 (PREDICT_HOST), on MLFLOW_TRACKING_URI (default: train-local's store)
@@ -186,6 +205,14 @@ bench: bench-training bench-serving ## Both benchmarks
 .PHONY: bench-training
 bench-training: setup ## Training benchmark: our pipeline vs the course recipe, same months
 	$(BIN)/python bench/training.py --all
+
+.PHONY: bench-batch
+bench-batch: setup ## Batch scoring of one month: library in-process rows/s vs the same month through the Prefect flow
+	$(BIN)/python bench/batch.py
+
+.PHONY: bench-scale
+bench-scale: setup ## Fit time and peak memory per process: in-process vs Dask 1 and 2 workers, 1/3/9 real months and 10x/30x synthetic; SCALE_ARGS=--quick
+	$(BIN)/python bench/scale.py $(SCALE_ARGS)
 
 .PHONY: bench-cli
 bench-cli: setup ## Training command: in-process vs the flow on a throwaway Prefect server (3 runs each)

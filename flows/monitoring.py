@@ -28,8 +28,8 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict
 
 from flows.ingest import ingest_flow
+from flows.prepare import prepare_month
 from flows.retrying import retry_when
-from flows.training.flow import prepare_month
 from nyctaxi import modelcode, monitortracking, names, predictionlog, tracking
 from nyctaxi.config import MonitoringSettings, Thresholds
 from nyctaxi.monitoring import ChampionFacts

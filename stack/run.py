@@ -8,6 +8,13 @@ and a local artifact folder, all under NYCTAXI_HOME/stack (never the cwd). Postg
 endpoint are used when PREFECT_API_DATABASE_CONNECTION_URL, MLFLOW_BACKEND_STORE_URI or
 S3_ENDPOINT_URL are set. The real environment wins over `.env`.
 
+Dask (README, Scale-out on Dask): DASK_LOCAL_WORKERS=N (N > 0) adds a local cluster to the
+Procfile's processes: `dask scheduler` on tls://127.0.0.1:DASK_SCHEDULER_PORT (dashboard on
+DASK_DASHBOARD_BIND:DASK_DASHBOARD_PORT) and N `dask worker`s, with mutual TLS files generated
+once into NYCTAXI_HOME/dask-tls; the Prefect workers get its address (DASK_SCHEDULER_ADDRESS)
+and the client's TLS variables. A DASK_SCHEDULER_ADDRESS of your own wins: no cluster is
+started and the address is passed through as it is.
+
 The supervisor starts every Procfile process and prefixes their logs; it restarts a process
 that dies (with backoff, after killing what the dead one left behind) while the others keep
 running, lets the one-shot bootstrap finish, and stops everything on Ctrl-C. The launcher
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import socket
 import sys
 from collections.abc import Mapping
@@ -25,7 +33,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from nyctaxi import names
+from nyctaxi import dasktls, names
 from nyctaxi.credentials import credentials_path
 from stack.credentials import ensure_native_credentials
 from stack.settings import LocalStackSettings
@@ -34,6 +42,9 @@ from stack.settings import LocalStackSettings
 PROCESS_PORTS = {"prefect": "prefect_port", "mlflow": "mlflow_port", "predict": "predict_port"}
 # Procfile processes that run once: not restarted after exit 0.
 ONESHOT = ("bootstrap",)
+# The local Dask cluster's processes (not in the Procfile: only with DASK_LOCAL_WORKERS > 0).
+DASK_SCHEDULER = "dask-scheduler"
+DASK_WORKER = "dask-worker"
 # Flow-run heartbeats (crash detection): the bootstrap's automation reads the period from
 # FLOW_RUN_HEARTBEAT_SECONDS, the workers' flow runs from Prefect's own variable; one value.
 HEARTBEAT_SECONDS = "30"
@@ -111,7 +122,73 @@ def stack_environment(
         MLFLOW_WORKERS=str(settings.mlflow_workers),
         PATH=os.pathsep.join([str(venv_bin), env.get("PATH", "")]),
     )
+    # The local cluster's address and key replace any in the environment: they belong together.
+    env.update(dask_client_environment(settings))
     return env
+
+
+def dask_scheduler_address(settings: LocalStackSettings) -> str:
+    """The local cluster's scheduler, as its clients and workers reach it."""
+    return f"tls://{settings.local_host}:{settings.dask_scheduler_port}"
+
+
+def dask_dashboard_url(settings: LocalStackSettings) -> str:
+    host = settings.dask_dashboard_bind
+    shown = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
+    return f"http://{shown}:{settings.dask_dashboard_port}/status"
+
+
+def dask_client_environment(settings: LocalStackSettings) -> dict[str, str]:
+    """What every process (the Prefect workers' flow runs) needs to use the local cluster;
+    nothing without one."""
+    if not settings.local_cluster:
+        return {}
+    return {
+        "DASK_SCHEDULER_ADDRESS": dask_scheduler_address(settings),
+        **dasktls.tls_environment(settings.dask_tls_dir, "client"),
+    }
+
+
+def dask_processes(settings: LocalStackSettings) -> dict[str, str]:
+    """Procfile-style commands of the local cluster (none without one), each with its role's
+    TLS variables in front."""
+    if not settings.local_cluster:
+        return {}
+    tls = settings.dask_tls_dir
+    host = settings.local_host
+    origins = dasktls.dashboard_origins(
+        {settings.dask_dashboard_bind, host, "localhost", "127.0.0.1"} - {"0.0.0.0", "::"},
+        settings.dask_dashboard_port,
+    )
+    scheduler_env = dasktls.tls_environment(tls, "scheduler") | dasktls.dashboard_environment(
+        origins
+    )
+    scheduler = [
+        "dask", "scheduler",
+        "--host", f"tls://{host}",
+        "--port", str(settings.dask_scheduler_port),
+        "--dashboard-address", f"{settings.dask_dashboard_bind}:{settings.dask_dashboard_port}",
+    ]  # fmt: skip
+    worker = [
+        "dask", "worker", dask_scheduler_address(settings),
+        "--host", host,
+        "--nthreads", str(settings.dask_worker_nthreads),
+        "--memory-limit", settings.dask_worker_memory_limit,
+        # Its HTTP server (/health, metrics) on a free local port; no Bokeh pages.
+        "--no-dashboard", "--dashboard-address", f"{host}:0",
+        # Spilled data: beside the state folder, not in it (backups copy that folder).
+        "--local-directory", str(settings.nyctaxi_home.expanduser() / "dask-scratch"),
+    ]  # fmt: skip
+    worker_env = dasktls.roles_environment(tls, ["worker", "client"])
+    return {
+        DASK_SCHEDULER: _command(scheduler_env, scheduler),
+        DASK_WORKER: _command(worker_env, worker),
+    }
+
+
+def _command(env: Mapping[str, str], argv: list[str]) -> str:
+    assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
+    return f"{assignments} exec {shlex.join(argv)}"
 
 
 def supervisor_command(
@@ -123,16 +200,26 @@ def supervisor_command(
     command += ["--concurrency", f"worker={settings.nyctaxi_workers}"]
     for name in ONESHOT:
         command += ["--oneshot", name]
+    cluster = dask_processes(settings)
+    for name, line in cluster.items():
+        command += ["--process", f"{name}: {line}"]
+    if cluster:
+        command += ["--concurrency", f"{DASK_WORKER}={settings.dask_local_workers}"]
     return command + processes
 
 
 def busy_ports(settings: LocalStackSettings, processes: list[str]) -> list[str]:
     """'name:port' of each process to start whose port is taken already."""
+    ports = [(name, getattr(settings, field)) for name, field in PROCESS_PORTS.items()]
+    if settings.local_cluster:
+        ports += [
+            (DASK_SCHEDULER, settings.dask_scheduler_port),
+            (DASK_SCHEDULER, settings.dask_dashboard_port),
+        ]
     busy = []
-    for name, field in PROCESS_PORTS.items():
+    for name, port in ports:
         if processes and name not in processes:
             continue
-        port = getattr(settings, field)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -160,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     if busy:
         print(  # noqa: T201 - the CLI's own output
             f"port(s) in use: {', '.join(busy)}. Stop what uses them or choose others "
-            "(PREFECT_PORT, MLFLOW_PORT, PREDICT_PORT in .env).",
+            "(PREFECT_PORT, MLFLOW_PORT, PREDICT_PORT, DASK_SCHEDULER_PORT, DASK_DASHBOARD_PORT "
+            "in .env).",
             file=sys.stderr,
         )
         return 2
@@ -169,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     for folder in ("prefect", "mlflow/artifacts"):
         (settings.state_dir / folder).mkdir(parents=True, exist_ok=True)
+    if settings.local_cluster:
+        try:  # once: later starts keep them (and check them)
+            dasktls.ensure_tls_files(settings.dask_tls_dir)
+        except (dasktls.TlsFilesError, OSError) as error:
+            print(f"Dask TLS files: {error}", file=sys.stderr)  # noqa: T201 - the CLI's output
+            return 2
     print(banner(settings, env, credentials_file), flush=True)  # noqa: T201 - the CLI's output
     command = supervisor_command(
         settings, python=sys.executable, procfile=procfile, processes=args.processes
@@ -187,10 +281,27 @@ def banner(settings: LocalStackSettings, env: Mapping[str, str], credentials_fil
             f"  MLflow UI   {env['MLFLOW_TRACKING_URI']}  user {env.get('MLFLOW_ADMIN_USERNAME')},"
             " password MLFLOW_ADMIN_PASSWORD",
             f"  predict     http://{settings.local_host}:{settings.predict_port}/predict",
+            dask_banner(settings, env),
             f"  credentials {credentials_file} (mode 0600; make targets and our CLIs read it)",
             f"  state       {settings.state_dir}",
         ]
     )
+
+
+def dask_banner(settings: LocalStackSettings, env: Mapping[str, str]) -> str:
+    if settings.local_cluster:
+        return (
+            f"  Dask        {dask_dashboard_url(settings)}  dashboard (read-only, no login); "
+            f"scheduler {env['DASK_SCHEDULER_ADDRESS']}, {settings.dask_local_workers} worker(s), "
+            f"mutual TLS with the files in {settings.dask_tls_dir}"
+        )
+    address = (settings.dask_scheduler_address or "").strip()
+    if not address:
+        return (
+            "  Dask        none: tasks run in the flow runs (DASK_LOCAL_WORKERS=N starts N workers)"
+        )
+    warning = "" if dasktls.is_tls_address(address) else " (not tls://: no key asked for)"
+    return f"  Dask        your scheduler {address}{warning}; no local cluster"
 
 
 def settings_input(environ: Mapping[str, str]) -> dict[str, str]:

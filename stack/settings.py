@@ -34,9 +34,28 @@ class LocalStackSettings(BaseSettings):
     mlflow_artifacts_bucket: str = names.MLFLOW_ARTIFACTS_BUCKET
     s3_endpoint_url: str | None = None
 
+    # Dask (README, Scale-out on Dask). A scheduler of your own: make run starts no cluster and
+    # gives its address to the Prefect workers (with the TLS variables you set yourself).
+    dask_scheduler_address: str | None = None
+    dask_local_workers: int = Field(0, ge=0, description="local Dask workers; 0: no cluster")
+    dask_scheduler_port: int = 8786
+    dask_dashboard_port: int = 8787
+    dask_dashboard_bind: str = Field("127.0.0.1", description="the dashboard has no login")
+    dask_worker_nthreads: int = Field(1, ge=1)
+    dask_worker_memory_limit: str = Field("2GiB", description="per worker, e.g. 2GiB; 0: none")
+
     @property
     def state_dir(self) -> Path:
         return self.nyctaxi_home.expanduser() / "stack"
+
+    @property
+    def local_cluster(self) -> bool:
+        """make run starts a Dask cluster: workers asked for, and no scheduler of the user's."""
+        return self.dask_local_workers > 0 and not (self.dask_scheduler_address or "").strip()
+
+    @property
+    def dask_tls_dir(self) -> Path:
+        return self.nyctaxi_home.expanduser() / "dask-tls"
 
     @property
     def local_host(self) -> str:

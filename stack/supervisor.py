@@ -2,11 +2,12 @@
 dies while the others keep running (standard library only).
 
     python -m stack.supervisor [--procfile Procfile] [--concurrency worker=2] [--oneshot NAME]
-                               [--grace SECONDS] [PROCESS ...]
+                               [--process 'name: command'] [--grace SECONDS] [PROCESS ...]
 
 - Each Procfile line `name: command` runs as `bash -c command` in its own process group, in the
   Procfile's folder, with the supervisor's environment; its output lines are forwarded prefixed
   with its name (`worker.1 | ...`). `--concurrency worker=2` starts worker.1 and worker.2.
+  `--process` adds a line to the Procfile's (the launcher's optional ones, e.g. a Dask cluster).
 - A process that exits is restarted after a delay doubling from 1 s to 30 s, back to 1 s once it
   had stayed up a minute. A one-shot process (`--oneshot`, e.g. the bootstrap) is not restarted
   after exit 0.
@@ -80,6 +81,15 @@ def parse_procfile(text: str) -> dict[str, str]:
             raise ValueError(f"Procfile line {number} is not `name: command`: {line[:60]!r}")
         entries[match.group(1)] = match.group(2).strip()
     return entries
+
+
+def with_extra_processes(procfile: Mapping[str, str], lines: Iterable[str]) -> dict[str, str]:
+    """The Procfile's entries followed by `lines` (`name: command` each); a name may not repeat."""
+    extra = parse_procfile("\n".join(lines))
+    clash = sorted(set(extra) & set(procfile))
+    if clash:
+        raise ValueError(f"--process names a Procfile process again: {', '.join(clash)}")
+    return {**procfile, **extra}
 
 
 def parse_concurrency(values: Iterable[str]) -> dict[str, int]:
@@ -372,13 +382,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--oneshot", action="append", default=[], help="not restarted after exit 0 (repeatable)"
     )
+    parser.add_argument(
+        "--process", action="append", default=[], help="an extra 'name: command' (repeatable)"
+    )
     parser.add_argument("--grace", type=float, default=15.0, help="seconds from SIGTERM to SIGKILL")
     args = parser.parse_args(argv)
 
     procfile = args.procfile.resolve()
     try:
         specs = process_specs(
-            parse_procfile(procfile.read_text()),
+            with_extra_processes(parse_procfile(procfile.read_text()), args.process),
             only=args.processes,
             concurrency=parse_concurrency(args.concurrency),
             oneshot=args.oneshot,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -97,3 +98,36 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("measurements")
         for line in _MEASUREMENTS:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[str]:
+    """A real `distributed` cluster on this machine: a scheduler and 2 worker processes with one
+    thread each (plain TCP: the stacks' mutual TLS is tested on its own). Yields its address."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture
+def bucket(prefect_api: str, s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the S3 endpoint and the two prefect-aws blocks pointing at it (the
+    bucket block named by S3_BUCKET_BLOCK, as in the stacks); returns the bucket name."""
+    name = f"raw-{uuid.uuid4().hex[:10]}"
+    s3_endpoint.create_bucket(name)
+    from prefect_aws import AwsCredentials, S3Bucket
+    from prefect_aws.client_parameters import AwsClientParameters
+
+    credentials = AwsCredentials(
+        aws_access_key_id=s3_endpoint.access_key,
+        aws_secret_access_key=s3_endpoint.secret_key,
+        region_name=s3_endpoint.region,
+        aws_client_parameters=AwsClientParameters(endpoint_url=s3_endpoint.url),
+    )
+    credentials.save(f"{name}-creds", overwrite=True)
+    S3Bucket(bucket_name=name, credentials=credentials).save(name, overwrite=True)
+    monkeypatch.setenv("S3_BUCKET_BLOCK", name)
+    return name

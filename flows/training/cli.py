@@ -1,6 +1,11 @@
 """The training command, paying only for what a run uses:
 
     python -m flows.training --train-month 2023-01 --val-month 2023-02 --json
+    python -m flows.training --train-from 2022-01 --train-to 2022-03 --val-month 2023-01 --json
+
+- With DASK_SCHEDULER_ADDRESS set, the training months are prepared on that Dask cluster and the
+  booster is fitted there (xgboost.dask), on either path below; the JSON says which `engine`
+  fitted it ("dask" or "in-process") and with how many `workers`.
 
 - With PREFECT_API_URL set, or `--data-source s3` (the bucket's S3Bucket block lives on a Prefect
   server), it runs the training flow on Prefect like a deployment run: tasks with retries, the
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import gc
 import json
@@ -28,11 +34,16 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Literal
 
 from nyctaxi.credentials import load_native_credentials
-from nyctaxi.months import check_training_pair
+from nyctaxi.months import check_training_window
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from distributed import Client
+
     from nyctaxi.config import PipelineSettings
-    from nyctaxi.pipeline import Steps, TrainingResult
+    from nyctaxi.locate import IngestedMonth
+    from nyctaxi.pipeline import PreparedMonths, Steps, TrainingResult
     from nyctaxi.report import RunReport
 
 logger = logging.getLogger("flows.training")
@@ -51,8 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m flows.training",
         description="Train, track and register the trip-duration model.",
     )
-    parser.add_argument("--train-month", required=True, help="YYYY-MM")
-    parser.add_argument("--val-month", required=True, help="YYYY-MM, after --train-month")
+    parser.add_argument("--train-month", help="YYYY-MM: a window of one month")
+    parser.add_argument("--train-from", help="YYYY-MM: the first month of the training window")
+    parser.add_argument(
+        "--train-to", help="YYYY-MM: the last month of the training window (included)"
+    )
+    parser.add_argument("--val-month", required=True, help="YYYY-MM, after the training months")
     parser.add_argument("--data-source", choices=["local", "s3"], default="local")
     parser.add_argument("--model-name", default=None)
     parser.add_argument(
@@ -65,8 +80,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
     args = parser.parse_args(argv)
+    if args.train_month and (args.train_from or args.train_to):
+        parser.error("give --train-month or --train-from/--train-to, not both")
+    args.train_from = args.train_from or args.train_to or args.train_month
+    args.train_to = args.train_to or args.train_from
+    if not args.train_from:
+        parser.error("give --train-month, or --train-from and --train-to")
     try:  # before any work, and before a Prefect server is started for nothing
-        check_training_pair(args.train_month, args.val_month)
+        check_training_window(args.train_from, args.train_to, args.val_month)
     except ValueError as error:  # a malformed month or a MonthPairError
         parser.error(str(error))
     if args.engine == "in-process" and args.data_source == "s3":
@@ -116,7 +137,8 @@ def _run_on_prefect(args: argparse.Namespace) -> TrainingResult:
 
     with _patient_ephemeral_server():
         return training_flow(
-            train_month=args.train_month,
+            train_from=args.train_from,
+            train_to=args.train_to,
             val_month=args.val_month,
             data_source=args.data_source,
             model_name=args.model_name,
@@ -157,8 +179,8 @@ def in_process_steps(settings: PipelineSettings) -> Steps:
     )
     return pipeline.Steps(
         ingest=ingest,
-        prepare=cache.prepare,
-        fit=pipeline.fit_and_evaluate,
+        prepare=functools.partial(pipeline.prepare_in_process, cache.prepare),
+        fit=pipeline.fit_window_in_process,
         score_champion=tracking.score_champion,
         log_and_register=functools.partial(pipeline.log_and_register, settings),
         promote=tracking.promote,
@@ -172,9 +194,25 @@ def in_process_steps(settings: PipelineSettings) -> Steps:
     )
 
 
+def dask_steps(settings: PipelineSettings, client: Client) -> Steps:
+    """in_process_steps with the training months prepared and fitted on the Dask cluster."""
+    from nyctaxi import daskfit, monthcache
+
+    cache = monthcache.CleanedMonthCache(monthcache.cache_folder(settings))
+
+    def prepare(train: Sequence[IngestedMonth], val: IngestedMonth) -> PreparedMonths:
+        return daskfit.prepare_window(client, train, cache.prepare), cache.prepare(val)
+
+    return dataclasses.replace(
+        in_process_steps(settings),
+        prepare=prepare,
+        fit=functools.partial(daskfit.fit_window, client),
+    )
+
+
 def _run_in_process(args: argparse.Namespace) -> TrainingResult:
     # Imported here, after the arguments are checked: pandas, XGBoost and MLflow take seconds.
-    from nyctaxi import pipeline, tracking
+    from nyctaxi import cluster, pipeline, tracking
     from nyctaxi.config import PipelineSettings
     from nyctaxi.training import TrainingParams
 
@@ -182,10 +220,14 @@ def _run_in_process(args: argparse.Namespace) -> TrainingResult:
     if args.model_name:
         settings = settings.model_copy(update={"model_name": args.model_name})
     request = pipeline.TrainingRequest(
-        args.train_month, args.val_month, settings.model_name, TrainingParams()
+        args.train_from, args.train_to, args.val_month, settings.model_name, TrainingParams()
     )
     tracking.configure(settings)
-    return pipeline.run_training(request, in_process_steps(settings))
+    address = cluster.scheduler_address()
+    if address is None:
+        return pipeline.run_training(request, in_process_steps(settings))
+    with cluster.connect(address) as client:
+        return pipeline.run_training(request, dask_steps(settings, client))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     started = time.perf_counter()
     engine = choose_engine(args.engine, args.data_source, os.environ)
-    logger.info("training %s -> %s (%s)", args.train_month, args.val_month, engine)
+    logger.info(
+        "training %s..%s -> %s (%s)", args.train_from, args.train_to, args.val_month, engine
+    )
     result = _run_on_prefect(args) if engine == "prefect" else _run_in_process(args)
     summary = {**result.model_dump(), "seconds": round(time.perf_counter() - started, 3)}
     if args.json:

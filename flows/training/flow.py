@@ -12,64 +12,62 @@ it the same pipeline in-process, with no Prefect at all).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from datetime import date
-from typing import Any, Literal
+from typing import Literal
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.context import TaskRunContext
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from flows.ingest import ingest_flow
+from flows.prepare import prepare_month
 from flows.retrying import retry_when
+from flows.training import runner
 from flows.training.promotion_lock import promotion_lock
-from nyctaxi import monthcache, names, pipeline, tracking
+from nyctaxi import names, pipeline, tracking
 from nyctaxi.cleaning import PreparedMonth
 from nyctaxi.config import PipelineSettings
 from nyctaxi.locate import IngestedMonth
-from nyctaxi.pipeline import Champion, Fit, TrainingResult
+from nyctaxi.pipeline import Champion, Fit, TrainingResult, TrainingWindow
 from nyctaxi.report import MonthSummary, RunReport, render_markdown, table_rows
-from nyctaxi.schedule import resolve_months, run_date
+from nyctaxi.schedule import resolve_window, run_date
 from nyctaxi.training import TrainingParams
 
 __all__ = ["TrainingResult", "training_flow"]
 
 
-def _prepare_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """Everything the cleaned month depends on, and nothing else (nyctaxi.monthcache)."""
-    ingested: IngestedMonth = parameters["ingested"]
-    return monthcache.cache_key(ingested.month, ingested.sha256)
-
-
-@task(cache_key_fn=_prepare_cache_key, persist_result=True)
-def prepare_month(ingested: IngestedMonth) -> PreparedMonth:
-    """Read, normalise and clean one month; the dropped-rows counts go to the log and the report.
-
-    Cached: the same file is prepared once whatever role later runs give it."""
-    prepared = monthcache.prepare_ingested(ingested)
-    facts = prepared.facts
-    get_run_logger().info(
-        "%s: kept %d of %d rows; dropped %s",
-        facts.month,
-        facts.rows_kept,
-        facts.rows_read,
-        dict(facts.dropped),
-    )
-    return prepared
+def prepare_months(
+    train: Sequence[IngestedMonth], val: IngestedMonth
+) -> tuple[TrainingWindow, PreparedMonth]:
+    """Every month at once (task mapping): in threads here, or on the Dask workers."""
+    window_futures = prepare_month.map(list(train))
+    val_future = prepare_month.submit(val)
+    return runner.window_from(window_futures), val_future.result()
 
 
 @task(cache_policy=NO_CACHE)
-def train_model(train: pd.DataFrame, val: pd.DataFrame, hyperparams: TrainingParams) -> Fit:
-    """Fit on the train month, score on the validation month; train_seconds times both."""
-    fit = pipeline.fit_and_evaluate(train, val, hyperparams)
+def train_model(window: TrainingWindow, val: pd.DataFrame, hyperparams: TrainingParams) -> Fit:
+    """Fit on the training window (xgboost.dask on the cluster, if any), score on the validation
+    month; train_seconds times both. Runs in the flow's process: on Dask it only drives."""
+    client = runner.dask_client()
+    if client is None:
+        fit = pipeline.fit_window_in_process(window, val, hyperparams)
+    else:
+        from nyctaxi import daskfit
+
+        fit = daskfit.fit_window(client, window, val, hyperparams)
     get_run_logger().info(
-        "validation RMSE %.4f, MAE %.4f, fit+evaluate %.2fs",
+        "validation RMSE %.4f, MAE %.4f, fit+evaluate %.2fs (%s, %d workers, %d rows)",
         fit.val_rmse,
         fit.val_mae,
         fit.train_seconds,
+        fit.engine,
+        fit.workers,
+        fit.train_rows,
     )
     return fit
 
@@ -130,7 +128,7 @@ def _flow_steps(settings: PipelineSettings, data_source: Literal["local", "s3"])
     """Each pipeline step as a task (or a plain call where Prefect adds nothing)."""
     return pipeline.Steps(
         ingest=functools.partial(ingest_flow, require_bucket=data_source == "s3"),
-        prepare=prepare_month,
+        prepare=prepare_months,
         fit=train_model,
         score_champion=champion_on,
         log_and_register=functools.partial(log_and_register, settings),
@@ -142,7 +140,7 @@ def _flow_steps(settings: PipelineSettings, data_source: Literal["local", "s3"])
     )
 
 
-@flow(name=names.TRAINING_FLOW)
+@flow(name=names.TRAINING_FLOW, task_runner=runner.task_runner())
 def training_flow(
     train_month: str | None = None,
     val_month: str | None = None,
@@ -151,24 +149,41 @@ def training_flow(
     hyperparams: TrainingParams | None = None,
     as_of: date | None = None,
     retrain_reason: str | None = None,
+    train_from: str | None = None,
+    train_to: str | None = None,
 ) -> TrainingResult:
-    """Train on one month, validate on a later one, register, and promote only a better model.
+    """Train on a window of months, validate on a later one, register, and promote only a
+    better model.
 
-    Months left empty (a scheduled run) default to the newest month published by `as_of` (the
-    day the run was scheduled for, when not given) for validation and the month before it for
-    training; one month given, the other is its neighbour. Validation must come after training.
+    The window is `train_from`..`train_to` (both included; one end given, that month alone),
+    else the single `train_month` (which a window given sets aside: deployments carry it as a
+    default). Months left empty (a scheduled run) default to the newest month
+    published by `as_of` (the day the run was scheduled for, when not given) for validation and
+    the month before it for training; only one side given, the other is its neighbour.
+    Validation must come after training. With DASK_SCHEDULER_ADDRESS set, the months are
+    prepared on the Dask workers and the booster is fitted there (xgboost.dask).
     `retrain_reason` (set by the retraining automation: why the champion was found degraded)
     is tagged on the MLflow run and the registered version.
     """
     today = as_of or run_date(flow_run.get_scheduled_start_time())
-    train_month, val_month = resolve_months(train_month, val_month, today)
+    if train_month and (train_from or train_to):
+        get_run_logger().info(
+            "training on the window %s..%s given (train_month=%s set aside)",
+            train_from or train_to,
+            train_to or train_from,
+            train_month,
+        )
+    train_from, train_to, val_month = resolve_window(
+        train_month, train_from, train_to, val_month, today
+    )
     settings = PipelineSettings()
     if model_name:
         settings = settings.model_copy(update={"model_name": model_name})
-    # Before any work: a bad pair fails here with a clear error and nothing logged.
+    # Before any work: a bad window fails here with a clear error and nothing logged.
     request = pipeline.TrainingRequest(
-        train_month, val_month, settings.model_name, hyperparams or TrainingParams()
+        train_from, train_to, val_month, settings.model_name, hyperparams or TrainingParams()
     )
+    runner.dask_client()  # a cluster without workers fails the run now, not at the first task
     tracking.configure(settings)
     result = pipeline.run_training(request, _flow_steps(settings, data_source))
     if retrain_reason:

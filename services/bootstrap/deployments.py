@@ -27,8 +27,9 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.variables import Variable
 from prefect.workers.process import ProcessWorker
 
+from nyctaxi.months import month_range
 from nyctaxi.names import S3_TAG, WORK_POOL
-from nyctaxi.schedule import resolve_months
+from nyctaxi.schedule import resolve_window
 
 logger = logging.getLogger(__name__)
 
@@ -176,11 +177,17 @@ def remove_unrunnable(client: SyncPrefectClient, declared: list[str], runnable: 
 
 
 def months_of(parameters: dict[str, object], today: date) -> list[str]:
-    """The (train, validation) months a run with these parameters uses, resolved as the
-    training flow resolves them (empty months mean "newest published")."""
-    train = parameters.get("train_month")
-    val = parameters.get("val_month")
-    return list(resolve_months(str(train) if train else None, str(val) if val else None, today))
+    """The training months then the validation month a run with these parameters uses,
+    resolved as the training flow resolves them (empty months mean "newest published")."""
+
+    def given(name: str) -> str | None:
+        value = parameters.get(name)
+        return str(value) if value else None
+
+    first, last, val = resolve_window(
+        given("train_month"), given("train_from"), given("train_to"), given("val_month"), today
+    )
+    return [*(str(month) for month in month_range(first, last)), val]
 
 
 def deployment_months(client: SyncPrefectClient, deployment: str, today: date) -> list[str]:

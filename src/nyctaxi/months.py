@@ -102,3 +102,38 @@ def check_training_pair(train_month: str | Month, val_month: str | Month) -> tup
             f"validate {val}, or train {train} and validate {train.next()}"
         )
     return train, val
+
+
+# A longer window is almost always a typo (2013 for 2023): ten years of downloads and cleaning.
+MAX_WINDOW_MONTHS = 36
+
+
+def month_range(first: str | Month, last: str | Month) -> list[Month]:
+    """Every month from `first` to `last`, both included (empty when last < first)."""
+    month, end = parse_month(first), parse_month(last)
+    months: list[Month] = []
+    while month <= end:
+        months.append(month)
+        month = month.next()
+    return months
+
+
+def check_training_window(
+    train_from: str | Month, train_to: str | Month, val_month: str | Month
+) -> list[Month]:
+    """The months of a training window, oldest first: `train_from` to `train_to` included, at
+    most MAX_WINDOW_MONTHS long, all before the validation month (check_training_pair)."""
+    first, last = parse_month(train_from), parse_month(train_to)
+    if last < first:
+        raise MonthPairError(
+            f"the training window ends ({last}) before it starts ({first}): "
+            f"train from {last} to {first}"
+        )
+    months = month_range(first, last)
+    if len(months) > MAX_WINDOW_MONTHS:
+        raise MonthPairError(
+            f"the training window {first}..{last} has {len(months)} months, more than "
+            f"{MAX_WINDOW_MONTHS}: check the years"
+        )
+    check_training_pair(last, val_month)
+    return months

@@ -7,23 +7,30 @@ shell cannot import Python): tests/unit/nyctaxi/test_names.py checks those files
 
 from __future__ import annotations
 
+# Where a model was fitted or a month scored: the `engine` of runs, reports and JSON lines.
+ENGINE_IN_PROCESS = "in-process"
+ENGINE_DASK = "dask"
+
 # Prefect
 WORK_POOL = "nyctaxi-process"
 TRAINING_FLOW = "training"
 INGEST_FLOW = "ingest"
 MONITORING_FLOW = "monitoring"
 MONITOR_LIVE_FLOW = "monitoring-live"
+BATCH_FLOW = "batch"
 TRAIN_LOCAL_DEPLOYMENT = "train-local"
 TRAIN_S3_DEPLOYMENT = "train-s3"
 INGEST_DEPLOYMENT = "ingest"
 MONITOR_MONTH_DEPLOYMENT = "monitor-month"
 MONITOR_LIVE_DEPLOYMENT = "monitor-live"
+SCORE_MONTH_DEPLOYMENT = "score-month"
 DEPLOYMENTS = {
     TRAIN_LOCAL_DEPLOYMENT: TRAINING_FLOW,
     TRAIN_S3_DEPLOYMENT: TRAINING_FLOW,
     INGEST_DEPLOYMENT: INGEST_FLOW,
     MONITOR_MONTH_DEPLOYMENT: MONITORING_FLOW,
     MONITOR_LIVE_DEPLOYMENT: MONITOR_LIVE_FLOW,
+    SCORE_MONTH_DEPLOYMENT: BATCH_FLOW,
 }
 # Deployments with this tag read the raw-data bucket: a stack without S3 does not register them.
 S3_TAG = "s3"

@@ -9,6 +9,7 @@ from typing import Literal
 
 from nyctaxi import names
 from nyctaxi.cleaning import CleanedMonth
+from nyctaxi.names import ENGINE_IN_PROCESS as IN_PROCESS
 
 Role = Literal["train", "validation"]
 
@@ -42,10 +43,18 @@ class RunReport:
     train_seconds: float
     months: tuple[MonthSummary, ...]
     run_url: str | None
+    engine: str = IN_PROCESS  # where the booster was fitted
+    workers: int = 1
 
 
 def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
+
+
+def _where(report: RunReport) -> str:
+    if report.engine == IN_PROCESS:
+        return IN_PROCESS
+    return f"on {report.engine} ({report.workers} worker{'s' if report.workers != 1 else ''})"
 
 
 def render_markdown(report: RunReport) -> str:
@@ -69,6 +78,7 @@ def render_markdown(report: RunReport) -> str:
         f"| validation RMSE (min) | {_fmt(report.val_rmse)} | {_fmt(report.champion_rmse)} |",
         f"| validation MAE (min) | {_fmt(report.val_mae)} | |",
         f"| fit + evaluate (s) | {report.train_seconds:.2f} | |",
+        f"| fitted | {_where(report)} | |",
         "",
         "## Data",
         "",

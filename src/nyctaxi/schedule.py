@@ -41,3 +41,20 @@ def resolve_months(train_month: str | None, val_month: str | None, today: date) 
     if val_month:
         return shift_month(val_month, -1), val_month
     return default_months(today)
+
+
+def resolve_window(
+    train_month: str | None,
+    train_from: str | None,
+    train_to: str | None,
+    val_month: str | None,
+    today: date,
+) -> tuple[str, str, str]:
+    """(train_from, train_to, validation) of a run. A window given by one end is that one month.
+    A window given wins over `train_month` (the single-month parameter, which a deployment may
+    carry as a default); without one, `train_month` is a window of one month; with no training
+    month at all the window is the month before validation (resolve_months)."""
+    last = train_to or train_from or train_month
+    first = train_from or last
+    last, val = resolve_months(last, val_month, today)
+    return first or last, last, val

@@ -77,6 +77,45 @@ def score_champion(model_name: str, val: pd.DataFrame) -> tuple[str, float] | No
     return str(champion.version), rmse
 
 
+def _by_role(months: Sequence[MonthSummary]) -> dict[str, list[MonthSummary]]:
+    grouped: dict[str, list[MonthSummary]] = {}
+    for month in months:
+        grouped.setdefault(ROLE_PREFIX[month.role], []).append(month)
+    return grouped
+
+
+def month_params(months: Sequence[MonthSummary]) -> dict[str, str]:
+    """train_month (the newest training month), train_from, train_to, val_month."""
+    params: dict[str, str] = {}
+    for prefix, role_months in _by_role(months).items():
+        params[f"{prefix}_month"] = role_months[-1].month
+        if prefix == "train":
+            params["train_from"] = role_months[0].month
+            params["train_to"] = role_months[-1].month
+    return params
+
+
+def month_tags(months: Sequence[MonthSummary]) -> dict[str, str]:
+    """Each file's checksum: `sha256_YYYY-MM`, and `<role>_sha256` when a role has one month."""
+    tags = {f"sha256_{month.month}": month.sha256 for month in months}
+    for prefix, role_months in _by_role(months).items():
+        if len(role_months) == 1:
+            tags[f"{prefix}_sha256"] = role_months[0].sha256
+    return tags
+
+
+def month_metrics(months: Sequence[MonthSummary]) -> dict[str, float]:
+    """Rows read and dropped per role, summed over a window's months."""
+    metrics: dict[str, float] = {}
+    for prefix, role_months in _by_role(months).items():
+        metrics[f"{prefix}_rows_read"] = float(sum(m.rows_read for m in role_months))
+        metrics[f"{prefix}_rows_dropped"] = float(
+            sum(m.rows_read - m.rows_kept for m in role_months)
+        )
+        metrics[f"{prefix}_months"] = float(len(role_months))
+    return metrics
+
+
 def log_run(
     settings: PipelineSettings,
     booster: xgb.Booster,
@@ -84,16 +123,14 @@ def log_run(
     months: Sequence[MonthSummary],
     hyperparams: TrainingParams,
     val: pd.DataFrame,
+    tags: dict[str, str] | None = None,
 ) -> tuple[str, str]:
     """Log params, metrics, data provenance, a plot and the model; returns (run_id, version)."""
     with mlflow.start_run() as run:
         mlflow.log_params(hyperparams.model_dump())
-        for month in months:
-            prefix = ROLE_PREFIX[month.role]
-            mlflow.log_param(f"{prefix}_month", month.month)
-            mlflow.set_tag(f"{prefix}_sha256", month.sha256)
-            mlflow.log_metric(f"{prefix}_rows_read", month.rows_read)
-            mlflow.log_metric(f"{prefix}_rows_dropped", month.rows_read - month.rows_kept)
+        mlflow.log_params(month_params(months))
+        mlflow.set_tags({**month_tags(months), **(tags or {})})
+        mlflow.log_metrics(month_metrics(months))
         mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
         mlflow.log_dict([dataclasses.asdict(month) for month in months], "data/months.json")
         with tempfile.TemporaryDirectory() as tmp:

@@ -40,7 +40,8 @@ RUN_DEADLINE = 600
 def base_environment(tmp_path: Path) -> dict[str, str]:
     """Only what a user's shell would have (no Prefect, MLflow or S3 settings: the launcher's
     embedded defaults), plus private state, free ports and the real months."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "S3_"))}
+    own = ("PREFECT_", "MLFLOW_", "S3_", "DASK_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(own)}
     env.update(
         {
             MARKER: uuid4().hex,

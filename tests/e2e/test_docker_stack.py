@@ -63,8 +63,13 @@ NOT_IN_IMAGE = {
 }
 MODEL = "nyc-taxi-duration"
 TRAINING_FLOW = "training"
-DEPLOYMENTS = {"train-local", "train-s3", "monitor-month", "monitor-live"}
-ONE_SHOT = {"preflight", "databases", "buckets", "bootstrap"}
+DEPLOYMENTS = {"train-local", "train-s3", "monitor-month", "monitor-live", "score-month"}
+ONE_SHOT = {"preflight", "databases", "buckets", "bootstrap", "dask-certs"}
+# Services behind a profile: not started by a plain `up` (the dask phase turns them on).
+PROFILE_ONLY = {"dask-certs", "dask-scheduler", "dask-worker"}
+DASK_WORKERS = 2
+# Its own bind variable: the Dask dashboard has no login (README, Scale-out on Dask).
+PORT_BINDS = {"dask-scheduler": "${DASK_DASHBOARD_BIND:-127.0.0.1}:"}
 RIDE = {
     "PULocationID": 43,
     "DOLocationID": 151,
@@ -100,7 +105,8 @@ def test_compose_file_follows_the_house_rules() -> None:
         if long_running:
             assert "healthcheck" in service, f"{name}: long-running service without healthcheck"
         for port in service.get("ports", []):
-            assert str(port).startswith("${BIND_ADDRESS:-127.0.0.1}:"), f"{name}: {port}"
+            bind = PORT_BINDS.get(name, "${BIND_ADDRESS:-127.0.0.1}:")
+            assert str(port).startswith(bind), f"{name}: {port}"
         for dependency, condition in service.get("depends_on", {}).items():
             expected = (
                 "service_completed_successfully" if dependency in ONE_SHOT else ("service_healthy")
@@ -157,6 +163,7 @@ class Stack:
         self.project = f"nyctaxi-e2e-{secrets.token_hex(4)}"
         self.env_file = env_file
         self.ports = ports
+        self.profiles: list[str] = []  # compose profiles every later command includes
         self.secrets = values = envfile.assignments(env_file.read_text())
         # Each API with the key of the account that uses it: Prefect's basic auth (plus a CSRF
         # token, fetched on the first write), MLflow as the trainer, predict with its token.
@@ -176,7 +183,10 @@ class Stack:
 
     def compose(self, *args: str, timeout: float = 1200, check: bool = True) -> str:
         command = [*compose_command(), "-f", str(COMPOSE_FILE), "--env-file", str(self.env_file)]
-        command += ["-p", self.project, *args]
+        command += ["-p", self.project]
+        for profile in self.profiles:
+            command += ["--profile", profile]
+        command += args
         result = subprocess.run(
             command,
             cwd=REPO_ROOT,
@@ -266,6 +276,23 @@ class Stack:
         if response.status_code != 200:
             return None, f"alias lookup answered {response.status_code}: {response.text[:200]}"
         return response.json()["model_version"], "found"
+
+    def latest_training_run(self) -> dict[str, dict[str, Any]]:
+        """The MLflow run of the newest version: its tags, metrics and params by key."""
+        response = self.mlflow.get(
+            self.url("MLFLOW_PORT", "/api/2.0/mlflow/model-versions/search"),
+            params={"filter": f"name='{MODEL}'"},
+        )
+        response.raise_for_status()
+        newest = max(response.json()["model_versions"], key=lambda v: int(v["version"]))
+        data = self.mlflow.get(
+            self.url("MLFLOW_PORT", "/api/2.0/mlflow/runs/get"),
+            params={"run_id": newest["run_id"]},
+        ).json()["run"]["data"]
+        return {
+            kind: {item["key"]: item["value"] for item in data.get(kind, [])}
+            for kind in ("tags", "metrics", "params")
+        }
 
     def model_versions(self) -> list[str]:
         response = self.mlflow.get(
@@ -483,6 +510,7 @@ def test_docker_stack_first_start_restart_and_scale(
         name: free_port() for name in ("PREFECT_PORT", "MLFLOW_PORT", "PREDICT_PORT", "MINIO_PORT")
     }
     ports["MINIO_CONSOLE_PORT"] = free_port()
+    ports["DASK_DASHBOARD_PORT"] = free_port()
     env_file = tmp_path / "stack.env"
     write_env_file(env_file, ports, data_dir)
     stack = Stack(env_file, ports)
@@ -508,6 +536,8 @@ def test_docker_stack_first_start_restart_and_scale(
             stack.compose("down", timeout=300)
             stack.compose("up", "-d", "--scale", f"worker={WORKERS}", timeout=RESTART_DEADLINE)
             check_restart(stack, first)
+        with phase("dask", timings):
+            measurement("docker: " + check_dask_profile(stack))
         with phase("backup-restore", timings):
             # Back up, wipe (down -v), restore onto a stack with other secrets, same champion.
             fresh_env = tmp_path / "fresh.env"
@@ -584,7 +614,7 @@ def snapshot(stack: Stack) -> dict[str, Any]:
 
 
 def check_restart(stack: Stack, before: dict[str, Any]) -> None:
-    for service in ONE_SHOT:  # `up -d` returned: the one-shot jobs have run again
+    for service in ONE_SHOT - PROFILE_ONLY:  # `up -d` returned: the one-shot jobs ran again
         states = stack.container_states(service)
         assert [s["ExitCode"] for s in states] == [0], f"{service}: {states}"
     answer = wait_for("POST /predict after restart", stack.prediction, RESTART_DEADLINE)
@@ -599,4 +629,47 @@ def check_restart(stack: Stack, before: dict[str, Any]) -> None:
         f"[docker e2e] after restart: champion v{after['champion']}, versions "
         f"{after['versions']}, {len(after['training_runs'])} training run(s), {workers} workers",
         flush=True,
+    )
+
+
+def check_dask_profile(stack: Stack) -> str:
+    """Turn the dask profile on in the running stack (the worker is recreated with the address)
+    and train a window of months through the deployment: its tasks and fit on the 2 workers."""
+    with stack.env_file.open("a") as env:
+        env.write("DASK_SCHEDULER_ADDRESS=tls://dask-scheduler:8786\n")
+    stack.profiles.append("dask")
+    started = time.monotonic()
+    scale = ["--scale", f"dask-worker={DASK_WORKERS}", "--scale", f"worker={WORKERS}"]
+    stack.compose("up", "-d", *scale, timeout=RESTART_DEADLINE)
+
+    def healthy_dask_workers() -> tuple[int | None, str]:
+        states = stack.container_states("dask-worker")
+        healthy = sum(s.get("Health", {}).get("Status") == "healthy" for s in states)
+        return (healthy if healthy == DASK_WORKERS else None), f"{healthy} healthy: {states}"
+
+    wait_for(f"{DASK_WORKERS} healthy Dask workers", healthy_dask_workers, RESTART_DEADLINE)
+    wait_for(f"{WORKERS} healthy workers", stack.healthy_workers, RESTART_DEADLINE)
+    up_seconds = time.monotonic() - started
+    window = {"train_from": "2022-01", "train_to": "2022-03", "val_month": "2023-01"}
+    run = stack.start_run(f"{TRAINING_FLOW}/{names.TRAIN_LOCAL_DEPLOYMENT}", window)
+    final = wait_for("the window training run on Dask", lambda: stack.final_state(run), 600)
+    assert final == "COMPLETED", stack.final_state(run)
+    mlflow_run = stack.latest_training_run()
+    assert mlflow_run["tags"]["engine"] == "dask", mlflow_run
+    assert float(mlflow_run["metrics"]["workers"]) == DASK_WORKERS, mlflow_run
+    assert mlflow_run["params"]["train_from"] == "2022-01", mlflow_run
+    # Batch scoring on the cluster: each chunk read, scored and written by a Dask worker.
+    batch_started = time.monotonic()
+    score_month = f"{names.BATCH_FLOW}/{names.SCORE_MONTH_DEPLOYMENT}"
+    scoring = stack.start_run(score_month, {"month": "2023-03"})
+    scored = wait_for("the batch scoring run on Dask", lambda: stack.final_state(scoring), 600)
+    assert scored == "COMPLETED", stack.final_state(scoring)
+    assert "markdown" in stack.artifact_types(scoring), "the batch summary artifact"
+    batch_seconds = time.monotonic() - batch_started
+    return (
+        f"dask profile up with {DASK_WORKERS} healthy workers in {up_seconds:.0f}s; window "
+        f"2022-01..2022-03 -> 2023-01 through the deployment: {final} in "
+        f"{time.monotonic() - started - up_seconds:.0f}s, val_rmse "
+        f"{float(mlflow_run['metrics']['val_rmse']):.4f} (engine dask, {DASK_WORKERS} workers); "
+        f"batch/score-month 2023-03: {scored} in {batch_seconds:.0f}s"
     )

@@ -73,6 +73,7 @@ def test_make_train_rolls_the_months_forward_and_says_why_a_run_fails(
                 "training/train-local",
                 "monitoring/monitor-month",
                 "monitoring-live/monitor-live",
+                "batch/score-month",
             }
 
         registry = MlflowClient(tracking_uri=mlflow_url, registry_uri=mlflow_url)

@@ -4,8 +4,9 @@ Starts `python -m stack.run` (what `make run` runs once the venv exists) with a 
 Postgres cluster for Prefect and MLflow, moto's S3 server standing in for MinIO and a local
 webhook receiver, all on free loopback ports. Then: the bootstrap trains and the first model is
 served (the time from start to the first good /predict is printed: the issue's bar is 180 s on
-an otherwise idle machine), a deployment run triggered through the Prefect API completes and
-registers a second version, a run on a month that exists nowhere fails and the webhook hears of
+an otherwise idle machine), a deployment run triggered through the Prefect API trains a window
+of months on make run's own Dask cluster (DASK_LOCAL_WORKERS=2) and registers a second
+version, a run on a month that exists nowhere fails and the webhook hears of
 it, Ctrl-C stops every process, and a restart serves the same champion without retraining.
 """
 
@@ -36,7 +37,7 @@ from tests.e2e.native import (
     wait_for_log,
     wait_for_prediction,
 )
-from tests.servers import S3Endpoint, moto_s3_server, postgres_cluster
+from tests.servers import S3Endpoint, free_port, moto_s3_server, postgres_cluster
 from tests.webhooks import WebhookReceiver, webhook_receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -52,6 +53,10 @@ def stack_environment(tmp_path: Path, pg_dsns: dict[str, str], s3: S3Endpoint, h
             "S3_ENDPOINT_URL": s3.url,
             **s3.client_env(),
             "NOTIFY_WEBHOOK_URL": hook,
+            # make run's own Dask cluster (mutual TLS): the flow runs' tasks and fits run there.
+            "DASK_LOCAL_WORKERS": "2",
+            "DASK_SCHEDULER_PORT": str(free_port()),
+            "DASK_DASHBOARD_PORT": str(free_port()),
         }
     )
     return env
@@ -110,10 +115,10 @@ def test_native_stack_trains_serves_notifies_stops_cleanly_and_restarts_without_
         assert promoted["payload"]["version"] == "1"
         assert {"raw/green/2023-01.parquet", "raw/green/2023-02.parquet"} <= raw_keys(s3)
 
-        # A deployment run triggered through the Prefect API.
+        # A deployment run triggered through the Prefect API: a window, on the local cluster.
         triggered = run_deployment(
             "training/train-s3",
-            parameters={"train_month": "2023-03", "val_month": "2023-04"},
+            parameters={"train_from": "2023-02", "train_to": "2023-03", "val_month": "2023-04"},
             timeout=0,
             as_subflow=False,
         )
@@ -128,6 +133,9 @@ def test_native_stack_trains_serves_notifies_stops_cleanly_and_restarts_without_
         assert "val_rmse" in champion.tags
         second = registry.get_model_version(MODEL, "2")
         assert set(second.aliases) & {"champion", "challenger"}
+        fitted = registry.get_run(second.run_id).data
+        assert (fitted.tags["engine"], fitted.metrics["workers"]) == ("dask", 2)
+        assert (fitted.params["train_from"], fitted.params["train_to"]) == ("2023-02", "2023-03")
         served = post_ride(predict_url)
         assert served is not None and served["duration"] > 0
 

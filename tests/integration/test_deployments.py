@@ -44,6 +44,7 @@ def test_deploy_all_registers_the_deployments_on_the_process_pool(prefect_api: s
         "ingest/ingest",
         "monitoring/monitor-month",
         "monitoring-live/monitor-live",
+        "batch/score-month",
     } <= set(deployments)
     local = deployments["training/train-local"]
     assert local.work_pool_name == "nyctaxi-process"
@@ -59,3 +60,5 @@ def test_deploy_all_registers_the_deployments_on_the_process_pool(prefect_api: s
     assert monthly.parameters == {"month": None}
     [daily] = deployments["monitoring-live/monitor-live"].schedules
     assert daily.schedule.cron == "0 7 * * *" and daily.active is True
+    # Batch scoring runs when asked for (make batch): no schedule.
+    assert deployments["batch/score-month"].schedules == []

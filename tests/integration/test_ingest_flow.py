@@ -3,36 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import uuid
 from pathlib import Path
 
 import boto3
 import pytest
-from prefect_aws import AwsCredentials, S3Bucket
-from prefect_aws.client_parameters import AwsClientParameters
+from prefect_aws import S3Bucket
 
 from flows.ingest import ingest_flow
 from nyctaxi.sources import BucketError, MonthNotAvailableError
 from tests.servers import S3Endpoint, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
-
-
-@pytest.fixture
-def bucket(prefect_api: str, s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh bucket and the two blocks pointing at it; returns the bucket name."""
-    name = f"raw-{uuid.uuid4().hex[:10]}"
-    s3_endpoint.create_bucket(name)
-    credentials = AwsCredentials(
-        aws_access_key_id=s3_endpoint.access_key,
-        aws_secret_access_key=s3_endpoint.secret_key,
-        region_name=s3_endpoint.region,
-        aws_client_parameters=AwsClientParameters(endpoint_url=s3_endpoint.url),
-    )
-    credentials.save(f"{name}-creds", overwrite=True)
-    S3Bucket(bucket_name=name, credentials=credentials).save(name, overwrite=True)
-    monkeypatch.setenv("S3_BUCKET_BLOCK", name)
-    return name
 
 
 def bucket_objects(endpoint: S3Endpoint, bucket: str) -> dict[str, str]:

@@ -275,7 +275,7 @@ def _training_stand_in(client: SyncPrefectClient, name: str) -> UUID:
         client.create_flow_from_name("training"),
         name,
         work_pool_name="nyctaxi-process",
-        entrypoint="flows/training/flow.py:training_flow",
+        entrypoint="flows.training.flow:training_flow",
         parameters={"train_month": "2023-01", "val_month": "2023-02", "data_source": "s3"},
         parameter_openapi_schema=schema,
         enforce_parameter_schema=True,

@@ -29,6 +29,10 @@ KEYS = [
     "train_seconds",
     "train_month",
     "val_month",
+    "train_from",
+    "train_to",
+    "engine",
+    "workers",
     "seconds",
 ]
 

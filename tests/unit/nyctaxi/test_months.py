@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import pytest
@@ -103,3 +104,25 @@ def test_validating_on_or_before_the_training_month_is_refused_with_a_pair_to_us
 def test_a_malformed_month_in_a_pair_is_still_a_month_error() -> None:
     with pytest.raises(ValueError, match="month must be 1..12, got 13"):
         check_training_pair("2023-13", "2023-02")
+
+
+def test_a_window_lists_its_months_across_a_year_end() -> None:
+    from nyctaxi.months import check_training_window
+
+    months = check_training_window("2022-11", "2023-02", "2023-03")
+    assert [str(m) for m in months] == ["2022-11", "2022-12", "2023-01", "2023-02"]
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "val", "says"),
+    [
+        ("2023-03", "2023-01", "2023-04", "ends (2023-01) before it starts"),
+        ("2023-01", "2023-03", "2023-03", "must come after the training month"),
+        ("2013-01", "2023-01", "2023-02", "more than 36"),
+    ],
+)
+def test_a_bad_window_says_what_is_wrong(first: str, last: str, val: str, says: str) -> None:
+    from nyctaxi.months import MonthPairError, check_training_window
+
+    with pytest.raises(MonthPairError, match=re.escape(says)):
+        check_training_window(first, last, val)

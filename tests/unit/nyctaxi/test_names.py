@@ -29,10 +29,10 @@ def prefect_deployments() -> dict[str, dict]:
 
 
 def flow_name(entrypoint: str) -> str:
-    """The `name=` of the @flow decorating an entrypoint `path.py:function`, read from source:
-    a literal, or an attribute of nyctaxi.names."""
-    path, function = entrypoint.split(":")
-    tree = ast.parse((ROOT / path).read_text())
+    """The `name=` of the @flow decorating an entrypoint `package.module:function`, read from
+    source: a literal, or an attribute of nyctaxi.names."""
+    module, function = entrypoint.split(":")
+    tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name == function:
             for decorator in node.decorator_list:
@@ -53,6 +53,10 @@ def _value(node: ast.expr) -> str:
 
 def test_prefect_yaml_declares_the_named_deployments_of_the_named_flows() -> None:
     deployments = prefect_deployments()
+    for name, deployment in deployments.items():
+        # Module paths, not file paths: a file entrypoint loads as a script module (`flow`) the
+        # Dask workers cannot import, so its tasks and context could not be sent to them.
+        assert ".py:" not in deployment["entrypoint"], name
     assert set(deployments) == set(names.DEPLOYMENTS)
     for name, deployment in deployments.items():
         assert deployment["work_pool"]["name"] == names.WORK_POOL, name

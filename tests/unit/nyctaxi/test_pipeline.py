@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,7 @@ PARAMS = TrainingParams(num_boost_round=5)
 
 
 def request(train: str = "2023-01", val: str = "2023-02") -> pipeline.TrainingRequest:
-    return pipeline.TrainingRequest(train, val, "taxi-test", PARAMS)
+    return pipeline.TrainingRequest(train, train, val, "taxi-test", PARAMS)
 
 
 class Recorder:
@@ -49,8 +50,8 @@ class Recorder:
     def steps(self) -> pipeline.Steps:
         return pipeline.Steps(
             ingest=self.ingest,
-            prepare=self.prepare,
-            fit=self.fit,
+            prepare=functools.partial(pipeline.prepare_in_process, self.prepare),
+            fit=self.fit_window,
             score_champion=self.score_champion,
             log_and_register=self.log_and_register,
             promote=self.promote,
@@ -70,7 +71,10 @@ class Recorder:
         facts = cleaning.CleanedMonth(month.month, month.sha256, len(trips) + 1, len(trips))
         return cleaning.PreparedMonth(trips, facts)
 
-    def fit(self, train: pd.DataFrame, val: pd.DataFrame, params: TrainingParams) -> pipeline.Fit:
+    def fit_window(
+        self, window: pipeline.TrainingWindow, val: pd.DataFrame, params: TrainingParams
+    ) -> pipeline.Fit:
+        train = pd.concat(window.parts)
         self.record("fit", len(train), len(val), params)
         return pipeline.Fit(xgb.Booster(), self.val_rmse, 3.0, 0.25, len(train), len(val))
 
@@ -199,6 +203,10 @@ def test_the_report_and_the_result_say_the_same() -> None:
         "train_seconds": 0.25,
         "train_month": "2023-01",
         "val_month": "2023-02",
+        "train_from": "2023-01",
+        "train_to": "2023-01",
+        "engine": "in-process",
+        "workers": 1,
     }
 
 
@@ -232,6 +240,7 @@ def test_fit_and_evaluate_scores_the_validation_month(
         "train_seconds": fit.train_seconds,
         "train_rows": len(train),
         "val_rows": len(val),
+        "workers": 1,
     }
 
 
@@ -248,3 +257,45 @@ def test_a_failed_registration_releases_the_promotion_lock() -> None:
         )
 
     assert steps.names()[-3:] == ["score_champion", "log_and_register", "unlock"]
+
+
+def test_a_window_prepares_every_month_and_fits_on_all_their_rows() -> None:
+    steps = Recorder()
+    steps.trips["2022-12"] = pd.DataFrame({"duration": [1.0] * 4})
+    window = pipeline.TrainingRequest("2022-12", "2023-01", "2023-02", "taxi-test", PARAMS)
+
+    result = pipeline.run_training(window, steps.steps())
+
+    assert steps.args("ingest") == (["2022-12", "2023-01", "2023-02"],)
+    assert [args for name, args in steps.calls if name == "prepare"] == [
+        ("2022-12",),
+        ("2023-01",),
+        ("2023-02",),
+    ]
+    assert steps.args("fit") == (4 + 3, 2, PARAMS)
+    months, _, _ = steps.args("log_and_register")
+    assert [(m.month, m.role) for m in months] == [
+        ("2022-12", "train"),
+        ("2023-01", "train"),
+        ("2023-02", "validation"),
+    ]
+    # The version's train_month is the newest training month (monitoring's drift reference).
+    assert steps.args("promote")[-2:] == ("2023-01", "2023-02")
+    assert (result.train_from, result.train_to, result.train_month) == (
+        "2022-12",
+        "2023-01",
+        "2023-01",
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "val"),
+    [
+        ("2023-02", "2023-01", "2023-03"),
+        ("2023-01", "2023-02", "2023-02"),
+        ("2020-01", "2023-01", "2023-02"),
+    ],
+)
+def test_a_bad_window_fails_before_any_step(first: str, last: str, val: str) -> None:
+    with pytest.raises(MonthPairError):
+        pipeline.TrainingRequest(first, last, val, "taxi-test", PARAMS)

@@ -52,3 +52,14 @@ def test_a_month_summary_takes_the_role_from_the_run_not_from_the_cleaned_month(
     assert (as_validation.role, as_training.role) == ("validation", "train")
     assert as_training.rows_kept == as_validation.rows_kept == 63000
     assert not hasattr(cleaned, "role")
+
+
+def test_the_report_says_where_the_model_was_fitted() -> None:
+    import dataclasses
+
+    from nyctaxi.report import RunReport, render_markdown
+
+    report = RunReport("m", "2", "champion", "first", 4.0, 3.0, None, None, 1.5, (), None)
+    assert "| fitted | in-process |" in render_markdown(report)
+    on_dask = dataclasses.replace(report, engine="dask", workers=2)
+    assert "| fitted | on dask (2 workers) |" in render_markdown(on_dask)

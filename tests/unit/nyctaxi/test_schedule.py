@@ -36,3 +36,31 @@ def test_run_date_is_the_day_in_new_york_where_the_schedule_runs() -> None:
     # 02:00 UTC on the 5th is still the 4th in New York; naive times are taken as UTC
     assert run_date(datetime(2023, 6, 5, 2, 0, tzinfo=UTC)) == date(2023, 6, 4)
     assert run_date(datetime(2023, 6, 5, 10, 0)) == date(2023, 6, 5)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ((None, "2022-01", "2022-03", "2023-01"), ("2022-01", "2022-03", "2023-01")),
+        ((None, "2022-01", None, None), ("2022-01", "2022-01", "2022-02")),
+        ((None, None, "2022-03", None), ("2022-03", "2022-03", "2022-04")),
+        (("2023-01", None, None, None), ("2023-01", "2023-01", "2023-02")),
+        (("2023-01", "2023-01", None, "2023-03"), ("2023-01", "2023-01", "2023-03")),
+        ((None, None, None, None), ("2026-08", "2026-08", "2026-09")),
+    ],
+)
+def test_resolve_window(given: tuple[str | None, ...], expected: tuple[str, str, str]) -> None:
+    from nyctaxi.schedule import resolve_window
+
+    assert resolve_window(*given, date(2026, 11, 30)) == expected
+
+
+def test_a_window_wins_over_a_train_month_default() -> None:
+    from nyctaxi.schedule import resolve_window
+
+    # A deployment's parameters keep their train_month default when a run gives a window.
+    assert resolve_window("2023-01", "2022-01", "2022-03", "2023-01", date(2026, 11, 30)) == (
+        "2022-01",
+        "2022-03",
+        "2023-01",
+    )

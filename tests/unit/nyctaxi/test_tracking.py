@@ -39,3 +39,31 @@ def test_network_and_server_faults_are_retried(error: BaseException) -> None:
 )
 def test_refused_requests_and_bugs_fail_at_once(error: BaseException) -> None:
     assert not is_transient(error)
+
+
+def test_a_window_is_logged_as_its_ends_with_rows_summed_and_each_checksum() -> None:
+    from nyctaxi.report import MonthSummary
+    from nyctaxi.tracking import month_metrics, month_params, month_tags
+
+    months = [
+        MonthSummary("2022-01", "train", "a" * 64, 100, 90),
+        MonthSummary("2022-02", "train", "b" * 64, 50, 45),
+        MonthSummary("2023-01", "validation", "c" * 64, 30, 29),
+    ]
+    assert month_params(months) == {
+        "train_month": "2022-02",
+        "train_from": "2022-01",
+        "train_to": "2022-02",
+        "val_month": "2023-01",
+    }
+    assert month_metrics(months) == {
+        "train_rows_read": 150.0,
+        "train_rows_dropped": 15.0,
+        "train_months": 2.0,
+        "val_rows_read": 30.0,
+        "val_rows_dropped": 1.0,
+        "val_months": 1.0,
+    }
+    tags = month_tags(months)
+    assert tags["sha256_2022-02"] == "b" * 64 and tags["val_sha256"] == "c" * 64
+    assert "train_sha256" not in tags  # two training files: no single checksum to name

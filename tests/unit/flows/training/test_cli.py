@@ -70,3 +70,33 @@ def test_the_command_refuses_a_bad_pair_before_importing_anything_heavy() -> Non
     )
     assert done.stdout.strip() == "2 []", done.stderr
     assert "must come after the training month (2023-03)" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "window"),
+    [
+        (["--train-from", "2022-01", "--train-to", "2022-03"], ("2022-01", "2022-03")),
+        (["--train-month", "2023-01"], ("2023-01", "2023-01")),
+        (["--train-to", "2022-12"], ("2022-12", "2022-12")),
+    ],
+)
+def test_the_training_window(argv: list[str], window: tuple[str, str]) -> None:
+    args = training_cli.parse_args([*argv, "--val-month", "2023-02"])
+    assert (args.train_from, args.train_to) == window
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--train-month", "2023-01", "--train-from", "2022-01"], "not both"),
+        ([], "give --train-month, or --train-from and --train-to"),
+        (["--train-from", "2022-03", "--train-to", "2022-01"], "before it starts"),
+    ],
+)
+def test_a_bad_window_exits_2_with_the_reason(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        training_cli.parse_args([*argv, "--val-month", "2023-02"])
+    assert exit_info.value.code == 2
+    assert says in capsys.readouterr().err

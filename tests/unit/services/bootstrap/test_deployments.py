@@ -71,3 +71,13 @@ def test_a_stack_without_s3_registers_only_the_deployments_that_need_no_bucket()
     assert not {"train-s3", "ingest"} & set(without_s3)
     # the first run of a stack without S3 is one of those it registers
     assert settings().first_run_deployment.split("/")[1] in without_s3
+
+
+def test_a_window_seeds_every_training_month_then_validation() -> None:
+    parameters = {"train_from": "2022-11", "train_to": "2023-01", "val_month": "2023-02"}
+    assert months_of(parameters, date(2026, 11, 30)) == [
+        "2022-11",
+        "2022-12",
+        "2023-01",
+        "2023-02",
+    ]

@@ -1,0 +1,7 @@
+"""`python -m flows.batch`: see cli.py."""
+
+import sys
+
+from flows.batch.cli import main
+
+sys.exit(main())
