@@ -32,6 +32,7 @@ from flows.prepare import prepare_month
 from flows.retrying import retry_when
 from nyctaxi import modelcode, monitortracking, names, predictionlog, tracking
 from nyctaxi.config import MonitoringSettings, Thresholds
+from nyctaxi.features import INPUT_COLUMNS
 from nyctaxi.monitoring import ChampionFacts
 from nyctaxi.monitorpipeline import (
     Assessment,
@@ -86,7 +87,7 @@ def find_champion(model_name: str) -> ChampionFacts:
 def _predictor(champion: ChampionFacts) -> Any:
     """The champion's predict function, with the code it was logged with."""
     model = modelcode.load_model(champion.uri)
-    return lambda trips: model.pyfunc.predict(trips[tracking.INPUT_COLUMNS])
+    return lambda trips: model.pyfunc.predict(trips[INPUT_COLUMNS])
 
 
 @task(cache_policy=NO_CACHE)

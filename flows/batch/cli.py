@@ -91,13 +91,9 @@ def _run_in_process(args: argparse.Namespace) -> BatchResult:
     import functools
 
     from nyctaxi import batchrun, cluster, locate
-    from nyctaxi.batch import BatchSettings
     from nyctaxi.batchreport import batch_result, render_markdown
 
-    settings = BatchSettings()
-    if args.model_name:
-        settings = settings.model_copy(update={"model_name": args.model_name})
-    batchrun.configure(settings)
+    settings = batchrun.configured_settings(args.model_name)
     model = batchrun.resolve_model(settings.model_name, args.model_version)
     ingested = locate.ingest_months(
         args.months,
@@ -107,10 +103,8 @@ def _run_in_process(args: argparse.Namespace) -> BatchResult:
         no_bucket="S3 bucket: not looked in (no Prefect server: set PREFECT_API_URL)",
     )
     address = cluster.scheduler_address()
-    scored = [
-        batchrun.run_month(month.path, month.month, model, settings, address=address)
-        for month in ingested
-    ]
+    with batchrun.month_scorer(model, settings, address=address) as score:
+        scored = [score(month.path, month.month) for month in ingested]
     result = batch_result(scored, str(settings.output_dir()))
     for month in result.months:
         logger.info(

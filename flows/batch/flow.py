@@ -79,14 +79,6 @@ def publish(result: BatchResult) -> None:
         )
 
 
-def _settings(model_name: str | None) -> BatchSettings:
-    settings = BatchSettings()
-    if model_name:
-        settings = settings.model_copy(update={"model_name": model_name})
-    batchrun.configure(settings)
-    return settings
-
-
 @flow(name=names.BATCH_FLOW)
 def batch_flow(
     month: str | None = None,
@@ -100,7 +92,7 @@ def batch_flow(
     if not (month or from_month or to_month):
         month = default_month(run_date(flow_run.get_scheduled_start_time()))
     months = months_to_score(month, from_month, to_month)  # a bad month fails before any work
-    settings = _settings(model_name)
+    settings = batchrun.configured_settings(model_name)
     address = cluster.scheduler_address()
     get_run_logger().info(
         "months %s on %s", months, f"the Dask cluster at {address}" if address else "this process"

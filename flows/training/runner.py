@@ -69,8 +69,7 @@ def window_from(futures: Sequence[PrefectFuture[PreparedMonth]]) -> TrainingWind
     _completed(futures)
     client = dask_client()
     if client is None:
-        prepared = [future.result() for future in futures]
-        return TrainingWindow(tuple(p.facts for p in prepared), tuple(p.trips for p in prepared))
+        return TrainingWindow.of([future.result() for future in futures])
     from nyctaxi import daskfit
 
     wrapped = [future.wrapped_future for future in futures]  # type: ignore[attr-defined]

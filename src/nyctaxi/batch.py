@@ -51,7 +51,6 @@ DEFAULT_CHUNK_ROWS = 25_000
 # holds far fewer than a billion rows): stable across reruns of the same file.
 RIDE_ID_MONTH_FACTOR = 1_000_000_000
 
-INPUT_COLUMNS = ["PULocationID", "DOLocationID", "trip_distance", "lpep_pickup_datetime"]
 # month and model are repeated on every row: dictionary-encoded, one value each per file; the
 # month's type also matches the hive partition column (month=YYYY-MM) readers add.
 _LABEL = pa.dictionary(pa.int32(), pa.string())

@@ -93,10 +93,10 @@ def staged_rows(folder: Path, chunks: int) -> dict[int, int]:
         if match is None:
             path.unlink()
             continue
-        schema = pq.read_schema(path)
-        if not schema.equals(OUTPUT_SCHEMA):
-            raise IncompleteMonthError(f"{path}: unexpected schema {schema}")
-        found[int(match.group(1))] = pq.ParquetFile(path).metadata.num_rows
+        part = pq.ParquetFile(path)
+        if not part.schema_arrow.equals(OUTPUT_SCHEMA):
+            raise IncompleteMonthError(f"{path}: unexpected schema {part.schema_arrow}")
+        found[int(match.group(1))] = part.metadata.num_rows
     if sorted(found) != list(range(chunks)):
         raise IncompleteMonthError(
             f"{folder}: staged parts {sorted(found)}, expected 0..{chunks - 1}: not published"

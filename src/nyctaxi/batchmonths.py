@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date
 
 from nyctaxi.months import month_range, parse_month
-from nyctaxi.schedule import PUBLICATION_LAG_MONTHS, shift_month
+from nyctaxi.schedule import PUBLICATION_LAG_MONTHS, default_months
 
 # A range longer than this is almost always a typo (2013 for 2023).
 MAX_MONTHS = 36
@@ -35,4 +35,4 @@ def months_to_score(
 
 def default_month(today: date, lag_months: int = PUBLICATION_LAG_MONTHS) -> str:
     """A scheduled run's month: the newest one TLC is expected to have published."""
-    return shift_month(f"{today.year:04d}-{today.month:02d}", -lag_months)
+    return default_months(today, lag_months)[1]  # the validation month a retrain would use

@@ -13,20 +13,20 @@ load it from a copy staged once under NYCTAXI_HOME, so they need no MLflow crede
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nyctaxi import batchio, cluster, modelcode
 from nyctaxi.batch import (
-    INPUT_COLUMNS,
     BatchSettings,
     ChunkSummary,
     IncompleteMonthError,
@@ -39,6 +39,7 @@ from nyctaxi.batch import (
     plan_chunks,
     score_rows,
 )
+from nyctaxi.features import INPUT_COLUMNS
 from nyctaxi.registry import CHAMPION, version_with_alias
 
 if TYPE_CHECKING:
@@ -58,6 +59,15 @@ def configure(settings: BatchSettings) -> None:
     mlflow.set_tracking_uri(settings.tracking_uri())
     if settings.mlflow_tracking_uri is None:
         settings.local_mlflow_dir.mkdir(parents=True, exist_ok=True)
+
+
+def configured_settings(model_name: str | None = None) -> BatchSettings:
+    """The settings from the environment (a model name given wins), MLflow pointed at them."""
+    settings = BatchSettings()
+    if model_name:
+        settings = settings.model_copy(update={"model_name": model_name})
+    configure(settings)
+    return settings
 
 
 def resolve_model(model_name: str, version: str | None = None) -> ModelRef:
@@ -256,6 +266,33 @@ def score_month(
     return ScoredMonth(figures, output, model, engine, workers)
 
 
+MonthScorer = Callable[[str | os.PathLike[str], str], ScoredMonth]
+
+
+@contextlib.contextmanager
+def month_scorer(
+    model: ModelRef, settings: BatchSettings, *, address: str | None = None
+) -> Iterator[MonthScorer]:
+    """Score months with the model, loaded once for all of them: on the Dask scheduler at
+    `address` (see nyctaxi.cluster), else in this process with all its cores."""
+    root = settings.output_dir()
+    chunk_rows = settings.batch_chunk_rows
+    if address is None:
+        predict = predictor(modelcode.load_model(model.uri))
+        yield lambda source, month: score_month(
+            source, month, model, root, chunk_rows=chunk_rows, predict=predict
+        )
+        return
+    model_dir = stage_model(model, settings.model_stage_dir())
+    with cluster.connect(address) as client:
+        # Each worker loads the model before the clock starts (a worker that joins later loads
+        # it with its first chunk).
+        client.run(warm_up, str(model_dir))
+        yield lambda source, month: score_month(
+            source, month, model, root, chunk_rows=chunk_rows, client=client, model_dir=model_dir
+        )
+
+
 def run_month(
     source: str | os.PathLike[str],
     month: str,
@@ -264,25 +301,6 @@ def run_month(
     *,
     address: str | None = None,
 ) -> ScoredMonth:
-    """Score a month with the model: on the Dask scheduler at `address` (see
-    nyctaxi.cluster), else in this process with all its cores."""
-    root = settings.output_dir()
-    if address is None:
-        predict = predictor(modelcode.load_model(model.uri))
-        return score_month(
-            source, month, model, root, chunk_rows=settings.batch_chunk_rows, predict=predict
-        )
-    model_dir = stage_model(model, settings.model_stage_dir())
-    with cluster.connect(address) as client:
-        # Each worker loads the model before the clock starts (a worker that joins later loads
-        # it with its first chunk).
-        client.run(warm_up, str(model_dir))
-        return score_month(
-            source,
-            month,
-            model,
-            root,
-            chunk_rows=settings.batch_chunk_rows,
-            client=client,
-            model_dir=model_dir,
-        )
+    """Score one month with the model (see month_scorer)."""
+    with month_scorer(model, settings, address=address) as score:
+        return score(source, month)

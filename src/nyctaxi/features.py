@@ -30,6 +30,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "do_service_zone",
     "same_zone",  # 1.0 when pickup and dropoff zone are the same
 )
+# The raw columns a model is fed (its signature): the features are built from these.
+INPUT_COLUMNS = ["PULocationID", "DOLocationID", "trip_distance", "lpep_pickup_datetime"]
 NYC_TIME_ZONE = "America/New_York"
 _MINUTES_PER_DAY = 24 * 60
 # 1970-01-01, day 0 of datetime64, was a Thursday (weekday 3 with Monday = 0).

@@ -92,6 +92,11 @@ class TrainingWindow:
     def rows(self) -> int:
         return sum(month.rows_kept for month in self.facts)
 
+    @classmethod
+    def of(cls, prepared: Sequence[PreparedMonth]) -> TrainingWindow:
+        """Months prepared in this process: their rows are the DataFrames themselves."""
+        return cls(tuple(p.facts for p in prepared), tuple(p.trips for p in prepared))
+
 
 def fit_and_evaluate(train: pd.DataFrame, val: pd.DataFrame, hyperparams: TrainingParams) -> Fit:
     """Fit on the training rows, score on the validation month; train_seconds times both."""
@@ -109,8 +114,7 @@ def prepare_in_process(
 ) -> PreparedMonths:
     """Each month in turn in this process (the Steps.prepare of a run without Prefect)."""
     prepared = [prepare(month) for month in train]
-    window = TrainingWindow(tuple(p.facts for p in prepared), tuple(p.trips for p in prepared))
-    return window, prepare(val)
+    return TrainingWindow.of(prepared), prepare(val)
 
 
 def fit_window_in_process(

@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from nyctaxi import evaluation, modelcode
 from nyctaxi.cleaning import target
 from nyctaxi.config import PipelineSettings
+from nyctaxi.features import INPUT_COLUMNS
 from nyctaxi.model import log_model
 from nyctaxi.registry import CHAMPION, PromotionDecision, apply_decision, version_with_alias
 from nyctaxi.report import MonthSummary
@@ -30,7 +31,6 @@ logger = logging.getLogger(__name__)
 
 # Params, tags and metrics are named train_* / val_*, matching the flow's parameters.
 ROLE_PREFIX = {"train": "train", "validation": "val"}
-INPUT_COLUMNS = ["PULocationID", "DOLocationID", "trip_distance", "lpep_pickup_datetime"]
 RETRAIN_REASON_TAG = "retrain_reason"
 # MLflow's codes for a server that failed or is overloaded (its client reports a refused or
 # dropped connection as INTERNAL_ERROR too); every other code answers the request itself.

@@ -1,6 +1,6 @@
 """Batch scoring of real TLC months with a real registered champion: in this process and on a
-real Dask cluster (LocalCluster, two worker processes), with a worker killed mid-month, through
-the command and through the flow on a real Prefect server.
+real Dask cluster (the session's LocalCluster, two worker processes), with a worker killed
+mid-month, through the command and through the flow on a real Prefect server.
 
 The champion is trained on 2023-01 with the library and registered in a local MLflow store of
 the module's own NYCTAXI_HOME (no server needed: the workers load a staged copy of the model).
@@ -77,16 +77,6 @@ def batch_env(champion: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Batc
     return settings
 
 
-@pytest.fixture(scope="module")
-def dask_address() -> Iterator[str]:
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster:
-        yield cluster.scheduler_address
-
-
 def read_month(root: Path, month: str = MONTH) -> pd.DataFrame:
     frame = pd.read_parquet(batchio.month_dir(root, month))
     return frame.sort_values("ride_id", ignore_index=True)
@@ -123,7 +113,7 @@ def in_process_output(
 
 def test_dask_writes_the_same_predictions_as_in_process_and_a_rerun_replaces_them(
     batch_env: BatchSettings,
-    dask_address: str,
+    dask_cluster: str,
     in_process_output: pd.DataFrame,
     tmp_path: Path,
     champion: dict[str, str],
@@ -131,12 +121,12 @@ def test_dask_writes_the_same_predictions_as_in_process_and_a_rerun_replaces_the
     settings = batch_env.model_copy(update={"batch_output_dir": tmp_path})
     model_ref = batchrun.resolve_model(settings.model_name)
     source = Path(champion["TAXI_DATA_DIR"]) / file_name(MONTH)
-    first = batchrun.run_month(source, MONTH, model_ref, settings, address=dask_address)
+    first = batchrun.run_month(source, MONTH, model_ref, settings, address=dask_cluster)
     assert (first.engine, first.workers, first.summary.chunks) == ("dask", 2, 3)
     pd.testing.assert_frame_equal(read_month(tmp_path), in_process_output)
     parts = sorted(p.name for p in first.output.iterdir())
 
-    again = batchrun.run_month(source, MONTH, model_ref, settings, address=dask_address)
+    again = batchrun.run_month(source, MONTH, model_ref, settings, address=dask_cluster)
     assert sorted(p.name for p in again.output.iterdir()) == parts
     rerun = read_month(tmp_path)
     assert rerun["ride_id"].is_unique and len(rerun) == first.summary.rows
@@ -195,12 +185,12 @@ def score_killing_a_worker(
 
 def test_a_worker_killed_mid_month_is_replaced_and_the_month_is_complete(
     batch_env: BatchSettings,
-    dask_address: str,
+    dask_cluster: str,
     in_process_output: pd.DataFrame,
     tmp_path: Path,
     champion: dict[str, str],
 ) -> None:
-    scored = score_killing_a_worker(batch_env, dask_address, tmp_path, champion)
+    scored = score_killing_a_worker(batch_env, dask_cluster, tmp_path, champion)
 
     assert scored.summary.chunks == 7
     assert scored.summary.rows_read == raw_rows(champion)
@@ -208,7 +198,7 @@ def test_a_worker_killed_mid_month_is_replaced_and_the_month_is_complete(
 
 
 def test_a_lost_chunk_dask_gives_up_on_fails_the_run_and_publishes_nothing(
-    batch_env: BatchSettings, dask_address: str, tmp_path: Path, champion: dict[str, str]
+    batch_env: BatchSettings, dask_cluster: str, tmp_path: Path, champion: dict[str, str]
 ) -> None:
     from distributed import Client
 
@@ -217,20 +207,20 @@ def test_a_lost_chunk_dask_gives_up_on_fails_the_run_and_publishes_nothing(
         dask_scheduler.allowed_failures = count  # type: ignore[attr-defined]
         return int(previous)
 
-    with Client(dask_address, set_as_default=False) as client:
+    with Client(dask_cluster, set_as_default=False) as client:
         previous = client.run_on_scheduler(allow_failures, count=0)
         try:
             with pytest.raises(IncompleteMonthError, match="lost with its Dask workers"):
-                score_killing_a_worker(batch_env, dask_address, tmp_path, champion)
+                score_killing_a_worker(batch_env, dask_cluster, tmp_path, champion)
         finally:
             client.run_on_scheduler(allow_failures, count=previous)
     assert not batchio.month_dir(tmp_path, MONTH).exists()
 
 
 def test_the_command_prints_its_json_and_runs_without_prefect(
-    batch_env: BatchSettings, dask_address: str, tmp_path: Path, champion: dict[str, str]
+    batch_env: BatchSettings, dask_cluster: str, tmp_path: Path, champion: dict[str, str]
 ) -> None:
-    env = {**os.environ, "BATCH_OUTPUT_DIR": str(tmp_path), "DASK_SCHEDULER_ADDRESS": dask_address}
+    env = {**os.environ, "BATCH_OUTPUT_DIR": str(tmp_path), "DASK_SCHEDULER_ADDRESS": dask_cluster}
     env.pop("PREFECT_API_URL", None)
     probe = "import runpy, sys; sys.argv = ['flows.batch', *sys.argv[1:]]\n" + (
         "try:\n    runpy.run_module('flows.batch', run_name='__main__')\n"

@@ -12,18 +12,17 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.servers import free_port
+from tests.servers import REPO_ROOT, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-REPO = Path(__file__).resolve().parents[2]
 WINDOW = ["--train-from", "2022-01", "--train-to", "2022-03", "--val-month", "2023-01"]
 
 
 def train(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flows.training", *args, "--json"],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         env=env,
         capture_output=True,
         text=True,
